@@ -1,0 +1,46 @@
+"""The bijection interface shared by every flow layer and by the coordinate transforms."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .domains import Domain, check_domains
+
+
+class Bijection(nn.Module):
+    """An invertible map with a tractable log-Jacobian determinant.
+
+    ``forward`` is the sampling direction (base → data)::
+
+        y, log_det = bijection(x)           # log|det ∂y/∂x|, shape [batch]
+        x, log_det_inv = bijection.inverse(y)  # log|det ∂x/∂y| = -log_det
+
+    ``domains`` are the per-dimension domains on the input (base) side; ``out_domains``
+    those on the output side (the same unless the layer reorders dimensions).
+    An optional ``context`` tensor [batch, context_dim] makes the map conditional.
+    """
+
+    def __init__(self, domains: Sequence[Domain]):
+        super().__init__()
+        self.domains = check_domains(domains)
+
+    @property
+    def dim(self) -> int:
+        return len(self.domains)
+
+    @property
+    def out_domains(self) -> tuple[Domain, ...]:
+        return self.domains
+
+    def forward(
+        self, x: torch.Tensor, context: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def inverse(
+        self, y: torch.Tensor, context: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError

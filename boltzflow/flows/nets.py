@@ -1,0 +1,111 @@
+"""Conditioner networks: MLP, residual MLP and MADE (masked autoregressive network).
+
+Every network's last layer starts at zero, so the transform it drives starts as the
+identity.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _zero(layer: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MLP(nn.Module):
+    """Fully connected network ``in_features → hidden… → out_features``.
+
+    With ``residual=True`` the hidden layers form pre-activation residual blocks
+    (all hidden sizes must then be equal).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (128, 128),
+        residual: bool = False,
+        activation: type[nn.Module] = nn.GELU,
+    ):
+        super().__init__()
+        hidden = tuple(hidden)
+        if not hidden:
+            raise ValueError("hidden must list at least one layer size")
+        if residual and len(set(hidden)) != 1:
+            raise ValueError(f"a residual MLP needs equal hidden sizes, got {hidden}")
+        self.residual = residual
+        self.act = activation()
+        self.inp = nn.Linear(in_features, hidden[0])
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:]))
+        self.out = _zero(nn.Linear(hidden[-1], out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for layer in self.hidden:
+            h = h + layer(self.act(h)) if self.residual else layer(self.act(h))
+        return self.out(self.act(h))
+
+
+class MaskedLinear(nn.Linear):
+    """Linear layer whose weight is multiplied by a fixed 0/1 mask [out, in]."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.to(self.weight.dtype), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Masked autoencoder for distribution estimation (Germain et al. 2015).
+
+    Output block ``i`` (``params_per_dim`` values for dimension ``i``) depends only on
+    input features whose degree is below ``degrees[i]``; features of degree 0
+    (e.g. context) reach every output.
+
+    Args:
+        feature_degrees: degree of each input feature (1-based rank of its source dimension,
+            0 for context features).
+        degrees: rank of each output dimension, a permutation of 1..dim.
+        params_per_dim: outputs per dimension; the output has shape [batch, dim * params_per_dim].
+    """
+
+    def __init__(
+        self,
+        feature_degrees: Sequence[int],
+        degrees: Sequence[int],
+        params_per_dim: int,
+        hidden: Sequence[int] = (128, 128),
+        residual: bool = False,
+        activation: type[nn.Module] = nn.GELU,
+    ):
+        super().__init__()
+        hidden = tuple(hidden)
+        if residual and len(set(hidden)) != 1:
+            raise ValueError(f"a residual MADE needs equal hidden sizes, got {hidden}")
+        dim = len(degrees)
+        d_in = torch.as_tensor(list(feature_degrees))
+        d_out = torch.as_tensor(list(degrees)).repeat_interleave(params_per_dim)
+        top = max(dim - 1, 1)
+        d_hidden = [torch.arange(h) % top + min(1, dim - 1) for h in hidden]
+        self.residual = residual
+        self.act = activation()
+        self.inp = MaskedLinear((d_hidden[0][:, None] >= d_in[None, :]))
+        self.hidden = nn.ModuleList(
+            MaskedLinear(b[:, None] >= a[None, :]) for a, b in zip(d_hidden[:-1], d_hidden[1:])
+        )
+        self.out = _zero(MaskedLinear(d_out[:, None] > d_hidden[-1][None, :]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for layer in self.hidden:
+            h = h + layer(self.act(h)) if self.residual else layer(self.act(h))
+        return self.out(self.act(h))

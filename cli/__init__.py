@@ -1,0 +1,1 @@
+"""The ``boltzflow`` command-line application (installed as ``boltzflow.cli``)."""
