@@ -1,0 +1,9 @@
+"""FlowTorch's first-flow tutorial, reproduced with boltzflow."""
+
+from boltzflow.examples.first_flow import TARGET_MEAN, TARGET_VARIANCE, first_flow
+
+
+def test_first_flow_learns_the_shifted_gaussian():
+    result = first_flow(steps=3000, seed=0)
+    assert (result.mean - TARGET_MEAN).abs().max() < 0.05
+    assert ((result.variance - TARGET_VARIANCE).abs() / TARGET_VARIANCE).max() < 0.10
