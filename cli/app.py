@@ -28,6 +28,60 @@ app = typer.Typer(
 )
 
 
+systems_app = typer.Typer(help="List the molecular systems and show their details.",
+                          invoke_without_command=True, no_args_is_help=False)
+app.add_typer(systems_app, name="systems")
+
+
+@systems_app.callback()
+def systems_list(ctx: typer.Context) -> None:
+    """List the shipped molecular systems with a one-line description.
+
+    [bold]Examples[/bold]: boltzflow systems · boltzflow systems show alanine-dipeptide
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from boltzflow.systems import system_descriptions
+
+    table = Table(title="molecular systems")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for name, description in system_descriptions().items():
+        table.add_row(name, description)
+    console.print(table)
+    console.print("A folder with system.toml, or a .toml path, works wherever a name does.")
+
+
+@systems_app.command("show")
+def systems_show(name: str = typer.Argument(..., help="System name, folder or system.toml path.")) -> None:
+    """Show a system: force field, temperature, atoms, named dihedrals and states.
+
+    [bold]Example[/bold]: boltzflow systems show alanine-dipeptide
+    """
+    import math
+
+    from boltzflow.systems import load_system
+
+    system = load_system(name)
+    table = Table(title=system.name, show_header=False)
+    table.add_row("description", system.description)
+    table.add_row("folder", str(system.folder))
+    table.add_row("temperature", f"{system.temperature:g} K (kT = {system.kT:.4f} kJ/mol)")
+    table.add_row("atoms", f"{system.n_atoms} ({', '.join(str(r) for r in system.topology.residues)})")
+    forces = [type(f).__name__ for f in system.openmm_system.getForces()]
+    table.add_row("forces", ", ".join(forces))
+    for cv, atoms in system.dihedrals.items():
+        names = "-".join(str(system.topology.atom(a).name) for a in atoms)
+        table.add_row(f"dihedral {cv}", f"{list(atoms)}  ({names})")
+    for state in system.states.values():
+        ranges = ", ".join(f"{cv} ∈ [{math.degrees(lo):.0f}°, {math.degrees(hi):.0f}°)"
+                           for cv, (lo, hi) in state.ranges.items())
+        table.add_row(f"state {state.name}", ranges)
+    for c in system.chiral_centers:
+        table.add_row(f"chiral centre {c.get('name', c['center'])}", f"atom {c['center']}, expected {c.get('expected', '?')}")
+    console.print(table)
+
+
 @app.command()
 def info() -> None:
     """Show versions and the compute devices boltzflow can use.

@@ -1,0 +1,234 @@
+"""Molecular systems: a folder with ``system.toml`` and a structure, loaded into a ``System``.
+
+Shipped systems live in the package data (``boltzflow.system_files``, the repository's
+``systems/`` folder); a user's own system is a folder or a TOML path given in place of a
+name. See ``systems/README.md`` for the TOML keys.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import BoltzflowError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+NONBONDED_METHODS = ("NoCutoff",)
+CONSTRAINTS = {"none": None, "hbonds": "HBonds", "allbonds": "AllBonds", "hangles": "HAngles"}
+
+
+def _library() -> Path:
+    return Path(str(resources.files("boltzflow.system_files")))
+
+
+def available_systems() -> dict[str, Path]:
+    """Names of the shipped systems and their folders."""
+    return {p.name: p for p in sorted(_library().iterdir()) if (p / "system.toml").is_file()}
+
+
+def system_descriptions() -> dict[str, str]:
+    """One-line description of each shipped system, by name."""
+    return {name: tomllib.loads((folder / "system.toml").read_text()).get("description", "")
+            for name, folder in available_systems().items()}
+
+
+class SystemFileError(BoltzflowError):
+    """A system.toml that cannot be read or misses / misuses a key."""
+
+
+def _line_of(text: str, key: str) -> Optional[int]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", line) or re.match(rf"\s*\[+\s*{re.escape(key)}\s*\]+", line):
+            return number
+    return None
+
+
+@dataclass(frozen=True)
+class State:
+    """A named region of collective-variable space: ``ranges[cv] = (low, high)`` in radians.
+
+    A range with ``low > high`` wraps through ±π (e.g. ψ from 50° through 180° to -100°).
+    """
+
+    name: str
+    ranges: dict
+
+    def contains(self, cvs: dict) -> torch.Tensor:
+        """Bool [batch] of which points, given their CV values [batch], lie in the state."""
+        inside = None
+        for cv, (low, high) in self.ranges.items():
+            v = cvs[cv]
+            m = (v >= low) & (v < high) if low <= high else (v >= low) | (v < high)
+            inside = m if inside is None else inside & m
+        return inside
+
+
+@dataclass
+class System:
+    """A molecular system ready for sampling.
+
+    Attributes:
+        name, description: from system.toml.
+        folder: where system.toml lives.
+        topology: mdtraj Topology.
+        openmm_system: the OpenMM System (energies in kJ/mol).
+        positions: reference structure, numpy [n_atoms, 3] in nm.
+        temperature: K; ``kT``: kJ/mol.
+        dihedrals: named dihedral CVs, name → 4 atom indices (0-based).
+        states: named regions of the CVs (``State``).
+        chiral_centers: list of dicts from system.toml (centre atom, substituents, label).
+        zmatrix: explicit Z-matrix rows [atom, bond, angle, dihedral] or None.
+    """
+
+    name: str
+    description: str
+    folder: Path
+    topology: object
+    openmm_system: object
+    positions: np.ndarray
+    temperature: float
+    dihedrals: dict = field(default_factory=dict)
+    states: dict = field(default_factory=dict)
+    chiral_centers: list = field(default_factory=list)
+    zmatrix: Optional[list] = None
+
+    @property
+    def kT(self) -> float:
+        from .energy.reduced import thermal_energy
+
+        return thermal_energy(self.temperature)
+
+    @property
+    def n_atoms(self) -> int:
+        return self.topology.n_atoms
+
+    def energy(self, backend: str = "torch", platform: str = "CPU", workers: int = 0):
+        """Reduced energy u = E/kT of positions [batch, n_atoms, 3] (nm) → [batch].
+
+        ``backend="torch"``: the compiled torch force field (any device: ``.to(device, dtype)``).
+        ``backend="openmm"``: OpenMM contexts on ``platform``; ``workers`` > 0 starts that
+        many worker processes (close them with ``.close()``).
+        """
+        from .energy.reduced import OpenMMEnergy, TorchEnergy
+
+        if backend == "torch":
+            return TorchEnergy(self.openmm_system, self.temperature)
+        if backend == "openmm":
+            return OpenMMEnergy(self.openmm_system, self.temperature, platform, workers)
+        raise ValueError(f"backend must be 'torch' or 'openmm', got {backend!r}")
+
+    def collective_variables(self, xyz: torch.Tensor) -> dict:
+        """The named dihedrals (radians, [-π, π]) of positions [batch, n_atoms, 3]."""
+        from .energy.terms import dihedral_angles
+
+        if not self.dihedrals:
+            return {}
+        quads = torch.tensor(list(self.dihedrals.values()), device=xyz.device)
+        values = dihedral_angles(xyz, quads)
+        return {name: values[:, i] for i, name in enumerate(self.dihedrals)}
+
+
+def _require(table: dict, key: str, kind, path: Path, text: str, where: str = ""):
+    if key not in table:
+        raise SystemFileError(f"{path}: missing key '{where}{key}'")
+    value = table[key]
+    if not isinstance(value, kind):
+        expected = {str: "a string", list: "a list", dict: "a table"}.get(kind, "a number")
+        raise _bad(path, text, f"{where}{key}", f"must be {expected}, got {value!r}")
+    return value
+
+
+def _bad(path: Path, text: str, key: str, message: str) -> SystemFileError:
+    line = _line_of(text, key.split(".")[-1])
+    at = f", line {line}" if line else ""
+    return SystemFileError(f"{path}{at}: key '{key}' {message}")
+
+
+def _resolve(name_or_path: Union[str, Path]) -> Path:
+    known = available_systems()
+    if str(name_or_path) in known:
+        return known[str(name_or_path)] / "system.toml"
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "system.toml").is_file():
+        return path / "system.toml"
+    if path.is_file() and path.suffix == ".toml":
+        return path
+    raise BoltzflowError(
+        f"unknown system {str(name_or_path)!r}: not a shipped system, nor a folder with "
+        f"system.toml, nor a .toml file. Known systems: {', '.join(known) or 'none'}")
+
+
+def load_system(name_or_path: Union[str, Path]) -> System:
+    """Load a shipped system by name, or a user's system from a folder or TOML file."""
+    import mdtraj
+    import openmm.app as app
+
+    path = _resolve(name_or_path)
+    text = path.read_text()
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SystemFileError(f"{path}: invalid TOML: {exc}") from None
+    name = _require(spec, "name", str, path, text)
+    description = spec.get("description", "")
+    temperature = float(_require(spec, "temperature", (int, float), path, text))
+    if temperature <= 0:
+        raise _bad(path, text, "temperature", f"must be positive (K), got {temperature}")
+    structure = path.parent / _require(spec, "structure", str, path, text)
+    if not structure.is_file():
+        raise _bad(path, text, "structure", f"names {structure.name}, which does not exist next to system.toml")
+    ff = _require(spec, "forcefield", dict, path, text)
+    files = _require(ff, "files", list, path, text, "forcefield.")
+    method = ff.get("nonbonded_method", "NoCutoff")
+    if method not in NONBONDED_METHODS:
+        raise _bad(path, text, "forcefield.nonbonded_method", f"must be one of {NONBONDED_METHODS}, got {method!r}")
+    constraints = ff.get("constraints", "none")
+    if constraints not in CONSTRAINTS:
+        raise _bad(path, text, "forcefield.constraints", f"must be one of {tuple(CONSTRAINTS)}, got {constraints!r}")
+
+    pdb = app.PDBFile(str(structure))
+    try:
+        forcefield = app.ForceField(*[str(path.parent / f) if (path.parent / f).is_file() else f for f in files])
+        omm_constraints = getattr(app, CONSTRAINTS[constraints]) if CONSTRAINTS[constraints] else None
+        openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=getattr(app, method),
+                                                constraints=omm_constraints, removeCMMotion=False)
+    except ValueError as exc:
+        raise _bad(path, text, "forcefield.files", f"cannot parametrise {structure.name}: {exc}") from None
+    positions = np.array(pdb.getPositions(asNumpy=True)._value, dtype=np.float64)
+
+    n = pdb.topology.getNumAtoms()
+    dihedrals = {}
+    for cv, atoms in spec.get("dihedrals", {}).items():
+        if not (isinstance(atoms, list) and len(atoms) == 4 and all(isinstance(a, int) and 0 <= a < n for a in atoms)):
+            raise _bad(path, text, f"dihedrals.{cv}", f"must list 4 atom indices in [0, {n}), got {atoms!r}")
+        dihedrals[cv] = tuple(atoms)
+    states = {}
+    for state, ranges in spec.get("states", {}).items():
+        if not isinstance(ranges, dict) or not ranges:
+            raise _bad(path, text, f"states.{state}", "must map dihedral names to [low, high] in degrees")
+        parsed = {}
+        for cv, bounds in ranges.items():
+            if cv not in dihedrals:
+                raise _bad(path, text, f"states.{state}", f"uses '{cv}', which is not in [dihedrals] ({', '.join(dihedrals)})")
+            if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) and -180 <= b <= 180 for b in bounds)):
+                raise _bad(path, text, f"states.{state}", f"range of '{cv}' must be [low, high] in degrees within [-180, 180], got {bounds!r}")
+            parsed[cv] = tuple(math.radians(b) for b in bounds)
+        states[state] = State(state, parsed)
+    return System(
+        name=name, description=description, folder=path.parent,
+        topology=mdtraj.Topology.from_openmm(pdb.topology), openmm_system=openmm_system,
+        positions=positions, temperature=temperature, dihedrals=dihedrals, states=states,
+        chiral_centers=list(spec.get("chiral_centers", [])), zmatrix=spec.get("zmatrix"),
+    )

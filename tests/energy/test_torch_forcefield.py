@@ -1,0 +1,75 @@
+"""The torch force field against OpenMM's Reference platform on the shipped systems."""
+
+import numpy as np
+import openmm
+import pytest
+import torch
+
+from boltzflow.energy.torch_forcefield import TorchForceField
+from boltzflow.systems import available_systems, load_system
+
+from .reference import conformations, reference_energies_forces
+
+SYSTEMS = list(available_systems())
+
+
+@pytest.fixture(scope="module", params=SYSTEMS)
+def case(request):
+    system = load_system(request.param)
+    xyz, is_clash = conformations(system.positions)
+    energies, forces = reference_energies_forces(system.openmm_system, xyz)
+    return system, xyz, is_clash, energies, forces
+
+
+def test_float64_energies_and_forces_match_openmm(case):
+    system, xyz, _, ref_e, ref_f = case
+    ff = TorchForceField(system.openmm_system).double()
+    x = torch.tensor(xyz, requires_grad=True)
+    e = ff(x)
+    f = -torch.autograd.grad(e.sum(), x)[0]
+    assert np.all(np.abs(e.detach().numpy() - ref_e) <= 1e-6 * np.maximum(np.abs(ref_e), 1.0))
+    assert np.abs(f.numpy() - ref_f).max() < 1e-4
+
+
+def test_float32_energies_match_openmm(case, device):
+    system, xyz, is_clash, ref_e, _ = case
+    ff = TorchForceField(system.openmm_system).to(device, torch.float32)
+    e = ff(torch.tensor(xyz[~is_clash], dtype=torch.float32, device=device)).double().cpu().numpy()
+    assert np.abs(e - ref_e[~is_clash]).max() < 1e-2
+
+
+def test_unsupported_forces_and_options_are_named():
+    system = openmm.System()
+    for _ in range(2):
+        system.addParticle(1.0)
+    system.addForce(openmm.CustomExternalForce("x^2"))
+    with pytest.raises(NotImplementedError, match="CustomExternalForce"):
+        TorchForceField(system)
+    system = openmm.System()
+    system.addParticle(1.0)
+    nb = openmm.NonbondedForce()
+    nb.addParticle(0.0, 0.3, 0.1)
+    nb.setNonbondedMethod(openmm.NonbondedForce.CutoffNonPeriodic)
+    system.addForce(nb)
+    with pytest.raises(NotImplementedError, match="NoCutoff"):
+        TorchForceField(system)
+
+
+def test_wrong_shape_is_a_value_error():
+    ff = TorchForceField(load_system("alanine-dipeptide-vacuum").openmm_system)
+    with pytest.raises(ValueError, match=r"\[batch, 22, 3\]"):
+        ff(torch.zeros(4, 21, 3))
+
+
+def test_matches_the_literature_alanine_dipeptide():
+    """Our alanine-dipeptide equals openmmtools' AlanineDipeptideImplicit (Amber ff96 prmtop,
+    mbondi2, OBC1), the FAB / TA-BG benchmark system, on the same coordinates."""
+    testsystems = pytest.importorskip("openmmtools.testsystems")
+    literature = testsystems.AlanineDipeptideImplicit(constraints=None)
+    names = [(a.residue.name, a.name) for a in literature.topology.atoms()]
+    ours = load_system("alanine-dipeptide")
+    assert [a.residue.name for a in ours.topology.atoms] == [r for r, _ in names]
+    xyz, is_clash = conformations(ours.positions, n_thermal=20, n_clash=0, seed=1)
+    e_lit, _ = reference_energies_forces(literature.system, xyz)
+    e_ours, _ = reference_energies_forces(ours.openmm_system, xyz)
+    assert np.abs(e_lit - e_ours).max() < 0.05
