@@ -114,17 +114,19 @@ class System:
     def n_atoms(self) -> int:
         return self.topology.n_atoms
 
-    def energy(self, backend: str = "torch", platform: str = "CPU", workers: int = 0):
+    def energy(self, backend: str = "torch", platform: str = "CPU", workers: int = 0,
+               compile: bool = False):
         """Reduced energy u = E/kT of positions [batch, n_atoms, 3] (nm) → [batch].
 
-        ``backend="torch"``: the compiled torch force field (any device: ``.to(device, dtype)``).
+        ``backend="torch"``: the torch force field built from the OpenMM System (any device:
+        ``.to(device, dtype)``); ``compile=True`` fuses it with ``torch.compile``.
         ``backend="openmm"``: OpenMM contexts on ``platform``; ``workers`` > 0 starts that
         many worker processes (close them with ``.close()``).
         """
         from .energy.reduced import OpenMMEnergy, TorchEnergy
 
         if backend == "torch":
-            return TorchEnergy(self.openmm_system, self.temperature)
+            return TorchEnergy(self.openmm_system, self.temperature, compile=compile)
         if backend == "openmm":
             return OpenMMEnergy(self.openmm_system, self.temperature, platform, workers)
         raise ValueError(f"backend must be 'torch' or 'openmm', got {backend!r}")

@@ -34,25 +34,25 @@ def _index(values, width):
     return torch.tensor(values, dtype=torch.long).reshape(-1, width)
 
 
-def _bonds(force: openmm.HarmonicBondForce):
+def _bonds(force: openmm.HarmonicBondForce, n_atoms: int):
     rows = [force.getBondParameters(i) for i in range(force.getNumBonds())]
     return HarmonicBonds(_index([[r[0], r[1]] for r in rows], 2),
-                         _tensor([r[2]._value for r in rows]), _tensor([r[3]._value for r in rows]))
+                         _tensor([r[2]._value for r in rows]), _tensor([r[3]._value for r in rows]), n_atoms)
 
 
-def _angles(force: openmm.HarmonicAngleForce):
+def _angles(force: openmm.HarmonicAngleForce, n_atoms: int):
     rows = [force.getAngleParameters(i) for i in range(force.getNumAngles())]
     return HarmonicAngles(_index([r[:3] for r in rows], 3),
-                          _tensor([r[3]._value for r in rows]), _tensor([r[4]._value for r in rows]))
+                          _tensor([r[3]._value for r in rows]), _tensor([r[4]._value for r in rows]), n_atoms)
 
 
-def _torsions(force: openmm.PeriodicTorsionForce):
+def _torsions(force: openmm.PeriodicTorsionForce, n_atoms: int):
     rows = [force.getTorsionParameters(i) for i in range(force.getNumTorsions())]
     return PeriodicTorsions(_index([r[:4] for r in rows], 4), _tensor([r[4] for r in rows]),
-                            _tensor([r[5]._value for r in rows]), _tensor([r[6]._value for r in rows]))
+                            _tensor([r[5]._value for r in rows]), _tensor([r[6]._value for r in rows]), n_atoms)
 
 
-def _nonbonded(force: openmm.NonbondedForce):
+def _nonbonded(force: openmm.NonbondedForce, n_atoms: int):
     if force.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff:
         raise NotImplementedError(
             "NonbondedForce with a cutoff or periodic method is not supported by the torch "
@@ -76,10 +76,10 @@ def _nonbonded(force: openmm.NonbondedForce):
             pairs.append((i, j))
             params.append((qq, s, ep))
     qq, s, ep = zip(*params) if params else ((), (), ())
-    return PairCoulombLJ(_index(pairs, 2), _tensor(qq), _tensor(s), _tensor(ep))
+    return PairCoulombLJ(_index(pairs, 2), _tensor(qq), _tensor(s), _tensor(ep), n_atoms)
 
 
-def _obc_builtin(force: openmm.GBSAOBCForce):
+def _obc_builtin(force: openmm.GBSAOBCForce, n_atoms: int):
     if force.getNonbondedMethod() != openmm.GBSAOBCForce.NoCutoff:
         raise NotImplementedError("GBSAOBCForce with a cutoff is not supported by the torch backend")
     rows = [force.getParticleParameters(i) for i in range(force.getNumParticles())]
@@ -98,7 +98,7 @@ def _custom_gb_expressions(force: openmm.CustomGBForce):
             [force.getEnergyTermParameters(i) for i in range(force.getNumEnergyTerms())])
 
 
-def _obc_custom(force: openmm.CustomGBForce):
+def _obc_custom(force: openmm.CustomGBForce, n_atoms: int):
     """Recognise an OBC1/OBC2 CustomGBForce from ``openmm.app.internal.customgbforces``."""
     from openmm.app.internal import customgbforces as cgb
 
@@ -161,7 +161,7 @@ class TorchForceField(nn.Module):
                 raise NotImplementedError(
                     f"{type(force).__name__} is not supported by the torch backend "
                     f"(supported: {', '.join(c.__name__ for c in _COMPILERS)}); use the OpenMM backend")
-            terms.append(compiler(force))
+            terms.append(compiler(force, system.getNumParticles()))
         self.terms = nn.ModuleList(terms)
         self.n_atoms = system.getNumParticles()
 

@@ -73,3 +73,16 @@ def test_matches_the_literature_alanine_dipeptide():
     e_lit, _ = reference_energies_forces(literature.system, xyz)
     e_ours, _ = reference_energies_forces(ours.openmm_system, xyz)
     assert np.abs(e_lit - e_ours).max() < 0.05
+
+
+def test_compiled_energy_matches_openmm():
+    """``compile=True`` (torch.compile) changes speed, not results."""
+    system = load_system("alanine-dipeptide")
+    xyz, _ = conformations(system.positions, n_thermal=15, n_clash=0, seed=3)
+    ref_e, ref_f = reference_energies_forces(system.openmm_system, xyz)
+    energy = system.energy("torch", compile=True).double()
+    x = torch.tensor(xyz, requires_grad=True)
+    u = energy(x)
+    f = -torch.autograd.grad(u.sum(), x)[0] * system.kT
+    np.testing.assert_allclose(u.detach().numpy() * system.kT, ref_e, rtol=1e-6)
+    assert np.abs(f.numpy() - ref_f).max() < 1e-4

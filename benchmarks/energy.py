@@ -1,0 +1,135 @@
+"""Energy + forces throughput of implicit-solvent alanine dipeptide: OpenMM vs the torch backend.
+
+Contenders, timed side by side in one run (interleaved repeats; medians of rates and of
+the per-repeat ratios, since a shared machine's speed drifts):
+
+- ``openmm-loop``: one OpenMM CPU Context (1 thread), conformations set one by one, as
+  peer libraries evaluate them;
+- ``openmm-pool``: boltzflow's pool of OpenMM worker processes (one per core);
+- ``torch``: boltzflow's torch force field on the whole batch (float32, CPU, eager);
+- ``torch-compiled``: the same through ``torch.compile`` (``compile=True``);
+- ``torch-cuda``: float32 on the GPU, when one is present.
+
+Every contender returns energies and forces (the torch ones by autograd). Figures are
+conformations per second and ratios to ``openmm-loop``.
+
+    python benchmarks/energy.py [--batch 1024] [--repeats 15] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import openmm
+import torch
+
+from boltzflow.energy.openmm_backend import OpenMMEvaluator, OpenMMPool
+from boltzflow.systems import load_system
+
+
+def conformations(system, batch: int, seed: int = 0) -> np.ndarray:
+    """Thermal-like perturbations of the minimised structure, [batch, N, 3] nm."""
+    rng = np.random.default_rng(seed)
+    return system.positions[None] + 0.01 * rng.standard_normal((batch, system.n_atoms, 3))
+
+
+def torch_contender(system, xyz: np.ndarray, device: str, compile: bool):
+    energy = system.energy("torch", compile=compile).to(device, torch.float32)
+    x = torch.tensor(xyz, dtype=torch.float32, device=device)
+
+    def run():
+        positions = x.clone().requires_grad_()
+        u = energy(positions)
+        (grad,) = torch.autograd.grad(u.sum(), positions)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return u, grad
+
+    return run
+
+
+def contenders(system, xyz: np.ndarray, loop_size: int):
+    """name → (callable, conformations per call); the OpenMM loop runs on a subset."""
+    xml = openmm.XmlSerializer.serialize(system.openmm_system)
+    single = OpenMMEvaluator(xml, "CPU")
+    pool = OpenMMPool(system.openmm_system, workers=os.cpu_count() or 1, platform="CPU")
+    out = {
+        "openmm-loop": (lambda: single.evaluate(xyz[:loop_size]), loop_size),
+        "openmm-pool": (lambda: pool.evaluate(xyz), len(xyz)),
+        "torch": (torch_contender(system, xyz, "cpu", compile=False), len(xyz)),
+        "torch-compiled": (torch_contender(system, xyz, "cpu", compile=True), len(xyz)),
+    }
+    if torch.cuda.is_available():
+        out["torch-cuda"] = (torch_contender(system, xyz, "cuda", compile=False), len(xyz))
+    return out, pool
+
+
+def measure(runs: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each contender, interleaved A, B, C, A, B, C, ... ."""
+    for run, _ in runs.values():
+        for _ in range(warmup):
+            run()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (run, _) in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"OpenMM {openmm.__version__}, Python {platform.python_version()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--system", default="alanine-dipeptide")
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--loop-size", type=int, default=128, help="conformations per OpenMM-loop call")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = parser.parse_args()
+
+    system = load_system(args.system)
+    xyz = conformations(system, args.batch)
+    runs, pool = contenders(system, xyz, min(args.loop_size, args.batch))
+    try:
+        times = measure(runs, args.repeats)
+    finally:
+        pool.close()
+    # the machine is shared: its speed drifts, so ratios are taken within each repeat
+    rates = {name: np.array([runs[name][1] / t for t in ts]) for name, ts in times.items()}
+    base = rates["openmm-loop"]
+    rows = [(name, f"{np.median(r):,.0f}", f"{1e6 / np.median(r):.1f}", f"{np.median(r / base):.1f}x")
+            for name, r in rates.items()]
+    header = ("contender", "conformations/s", "µs/conformation", "vs openmm-loop (median ratio)")
+    print(f"{system.name}, batch {args.batch}, energy + forces, median of {args.repeats}")
+    print(machine())
+    if args.markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Loading systems: shipped names, user folders and TOML files, and the promised errors."""
+
+import math
+import shutil
+
+import numpy as np
+import openmm.unit as unit
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from boltzflow.cli.app import app
+from boltzflow.errors import BoltzflowError
+from boltzflow.systems import SystemFileError, available_systems, load_system
+
+SHIPPED = available_systems()
+
+
+@pytest.fixture
+def user_system(tmp_path):
+    """A copy of the default system in a user's folder, ready to be broken."""
+    folder = tmp_path / "mine"
+    shutil.copytree(SHIPPED["alanine-dipeptide"], folder)
+    return folder
+
+
+def rewrite(folder, old, new):
+    path = folder / "system.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return text.splitlines().index(next(l for l in text.splitlines() if old in l)) + 1
+
+
+def test_default_system_has_the_literature_atom_order_and_units():
+    system = load_system("alanine-dipeptide")
+    names = [(a.residue.name, a.name) for a in system.topology.atoms]
+    assert [n for _, n in names][:9] == ["H1", "CH3", "H2", "H3", "C", "O", "N", "H", "CA"]
+    assert names[14] == ("ALA", "C") and names[16] == ("NME", "N") and names[18] == ("NME", "C")
+    assert system.positions.shape == (22, 3)
+    assert system.dihedrals == {"phi": (4, 6, 8, 14), "psi": (6, 8, 14, 16)}
+    expected_kT = (unit.MOLAR_GAS_CONSTANT_R * 300 * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
+    assert system.kT == pytest.approx(expected_kT, rel=1e-12)
+    # bonded lengths of the shipped structure are physical (0.09-0.16 nm)
+    lengths = [np.linalg.norm(system.positions[b.atom1.index] - system.positions[b.atom2.index])
+               for b in system.topology.bonds]
+    assert len(lengths) == 21 and 0.09 < min(lengths) and max(lengths) < 0.16
+
+
+def test_collective_variables_agree_with_mdtraj():
+    import mdtraj
+
+    system = load_system("alanine-dipeptide-vacuum")
+    xyz = system.positions[None] + 0.03 * np.random.default_rng(0).standard_normal((5, 22, 3))
+    cvs = system.collective_variables(torch.tensor(xyz))
+    reference = mdtraj.compute_dihedrals(mdtraj.Trajectory(xyz, system.topology),
+                                         np.array([system.dihedrals["phi"], system.dihedrals["psi"]]))
+    np.testing.assert_allclose(cvs["phi"].numpy(), reference[:, 0], atol=1e-5)
+    np.testing.assert_allclose(cvs["psi"].numpy(), reference[:, 1], atol=1e-5)
+
+
+def test_states_partition_and_wrap():
+    states = load_system("alanine-dipeptide").states
+    phi = torch.tensor([-2.0, -2.0, -1.0, 1.0, -1.0])
+    psi = torch.tensor([3.0, -3.0, -0.5, 0.0, 1.2])   # ψ = ±3 rad lies in C7eq/β (wraps through ±π)
+    cvs = {"phi": phi, "psi": psi}
+    assert states["C7eq_beta"].contains(cvs).tolist() == [True, True, False, False, True]
+    assert states["alphaR"].contains(cvs).tolist() == [False, False, True, False, False]
+    assert states["phi_positive"].contains(cvs).tolist() == [False, False, False, True, False]
+    together = states["C7eq_beta"].contains(cvs).int() + states["alphaR"].contains(cvs).int() \
+        + states["alphaL_C7ax"].contains(cvs).int()
+    assert together.tolist() == [1] * 5
+
+
+def test_user_system_from_folder_and_from_toml(user_system):
+    by_folder = load_system(user_system)
+    by_file = load_system(user_system / "system.toml")
+    assert by_folder.name == by_file.name == "alanine-dipeptide"
+    assert by_folder.folder == user_system
+
+
+def test_unknown_name_lists_the_known_systems():
+    with pytest.raises(BoltzflowError, match="unknown system 'alanine'.*alanine-dipeptide-vacuum"):
+        load_system("alanine")
+
+
+def test_invalid_toml_names_the_file_and_line(user_system):
+    line = rewrite(user_system, 'temperature = 300.0', 'temperature = = 300.0')
+    with pytest.raises(SystemFileError) as err:
+        load_system(user_system)
+    assert "system.toml" in str(err.value) and f"line {line}" in str(err.value)
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ("temperature = 300.0", "temperature = -3.0", "temperature"),
+    ("temperature = 300.0", 'temperature = "warm"', "temperature"),
+    ('nonbonded_method = "NoCutoff"', 'nonbonded_method = "PME"', "forcefield.nonbonded_method"),
+    ('constraints = "none"', 'constraints = "some"', "forcefield.constraints"),
+    ("phi = [4, 6, 8, 14]", "phi = [4, 6, 8, 99]", "dihedrals.phi"),
+    ('structure = "structure.pdb"', 'structure = "missing.pdb"', "structure"),
+    ('alphaR = { phi = [-180, 0], psi = [-100, 50] }', 'alphaR = { omega = [0, 10] }', "states.alphaR"),
+])
+def test_bad_value_names_file_line_and_key(user_system, old, new, key):
+    line = rewrite(user_system, old, new)
+    with pytest.raises(SystemFileError) as err:
+        load_system(user_system)
+    message = str(err.value)
+    assert "system.toml" in message and f"line {line}" in message and f"'{key}'" in message
+
+
+def test_missing_key_is_named(user_system):
+    rewrite(user_system, 'name = "alanine-dipeptide"', "")
+    with pytest.raises(SystemFileError, match="missing key 'name'"):
+        load_system(user_system)
+
+
+def test_energy_backend_name_is_checked():
+    with pytest.raises(ValueError, match="'torch' or 'openmm'"):
+        load_system("alanine-dipeptide-vacuum").energy("gromacs")
+
+
+def test_cli_lists_and_shows_systems():
+    runner = CliRunner()
+    listing = runner.invoke(app, ["systems"], terminal_width=200)
+    assert listing.exit_code == 0
+    for name in SHIPPED:
+        assert name in listing.output
+    shown = runner.invoke(app, ["systems", "show", "alanine-dipeptide"], terminal_width=200)
+    assert shown.exit_code == 0
+    for text in ("300 K", "CustomGBForce", "C-N-CA-C", "[4, 6, 8, 14]", "alphaR", "-100°"):
+        assert text in shown.output, text
+
+
+def test_cli_broken_system_is_one_line_without_traceback(user_system):
+    import subprocess
+    import sys
+
+    rewrite(user_system, "temperature = 300.0", "temperature = -3.0")
+    proc = subprocess.run([sys.executable, "-m", "boltzflow.cli.app", "systems", "show", str(user_system)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "'temperature'" in proc.stderr and "must be positive" in proc.stderr
