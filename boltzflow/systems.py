@@ -228,9 +228,16 @@ def load_system(name_or_path: Union[str, Path]) -> System:
                 raise _bad(path, text, f"states.{state}", f"range of '{cv}' must be [low, high] in degrees within [-180, 180], got {bounds!r}")
             parsed[cv] = tuple(math.radians(b) for b in bounds)
         states[state] = State(state, parsed)
+    chiral_centers = spec.get("chiral_centers", [])
+    for k, center in enumerate(chiral_centers if isinstance(chiral_centers, list) else [None]):
+        atoms = [center.get("center")] + list(center.get("substituents", [])) if isinstance(center, dict) else []
+        if not (len(atoms) == 5 and all(isinstance(a, int) and 0 <= a < n for a in atoms)
+                and center.get("expected", "L") in ("L", "D")):
+            raise _bad(path, text, "chiral_centers", f"entry {k} must give 'center' and 4 'substituents' "
+                       f"(atom indices in [0, {n}), CIP priority order) and 'expected' = \"L\" or \"D\", got {center!r}")
     return System(
         name=name, description=description, folder=path.parent,
         topology=mdtraj.Topology.from_openmm(pdb.topology), openmm_system=openmm_system,
         positions=positions, temperature=temperature, dihedrals=dihedrals, states=states,
-        chiral_centers=list(spec.get("chiral_centers", [])), zmatrix=spec.get("zmatrix"),
+        chiral_centers=chiral_centers, zmatrix=spec.get("zmatrix"),
     )

@@ -141,3 +141,9 @@ def test_cli_broken_system_is_one_line_without_traceback(user_system):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "'temperature'" in proc.stderr and "must be positive" in proc.stderr
+
+
+def test_bad_chiral_centre_is_named(user_system):
+    rewrite(user_system, "substituents = [6, 14, 10, 9]", "substituents = [6, 14, 10]")
+    with pytest.raises(SystemFileError, match="'chiral_centers'.*4 'substituents'"):
+        load_system(user_system)

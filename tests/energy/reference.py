@@ -18,13 +18,32 @@ def reference_energies_forces(system: openmm.System, xyz: np.ndarray):
     return np.array(energies), np.array(forces)
 
 
-def conformations(positions: np.ndarray, n_thermal: int = 90, n_clash: int = 9, seed: int = 0):
-    """The structure, thermal perturbations (0.002-0.02 nm) and a few clashes
-    (one atom moved to 0.1-0.15 nm of a non-bonded atom). Returns (xyz [B, N, 3], is_clash [B])."""
+def hot_md_frames(system: openmm.System, positions: np.ndarray, n_frames: int, seed: int = 0,
+                  temperature: float = 800.0, stride: int = 250) -> np.ndarray:
+    """Frames [n_frames, N, 3] (nm) of Langevin dynamics at ``temperature`` (K): conformations
+    far from the structure (other φ/ψ basins, stretched bonds) that a force field must also get right."""
+    integrator = openmm.LangevinMiddleIntegrator(temperature, 5.0, 0.001)
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(temperature, seed + 1)
+    frames = []
+    for _ in range(n_frames):
+        integrator.step(stride)
+        frames.append(context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    return np.array(frames)
+
+
+def conformations(positions: np.ndarray, n_thermal: int = 90, n_clash: int = 9, seed: int = 0,
+                  frames: np.ndarray | None = None):
+    """The structure, thermal perturbations (0.002-0.02 nm) of it or, when given, of the MD
+    ``frames`` in turn, and a few clashes (one atom moved to 0.1-0.15 nm of another atom).
+    Returns (xyz [B, N, 3], is_clash [B])."""
     rng = np.random.default_rng(seed)
     n = len(positions)
     scales = rng.uniform(0.002, 0.02, size=(n_thermal, 1, 1))
-    thermal = positions[None] + scales * rng.standard_normal((n_thermal, n, 3))
+    centres = positions[None] if frames is None else frames[np.arange(n_thermal) % len(frames)]
+    thermal = centres + scales * rng.standard_normal((n_thermal, n, 3))
     clashes = []
     for _ in range(n_clash):
         x = positions + 0.005 * rng.standard_normal((n, 3))

@@ -8,7 +8,7 @@ import torch
 from boltzflow.energy.torch_forcefield import TorchForceField
 from boltzflow.systems import available_systems, load_system
 
-from .reference import conformations, reference_energies_forces
+from .reference import conformations, hot_md_frames, reference_energies_forces
 
 SYSTEMS = list(available_systems())
 
@@ -16,7 +16,8 @@ SYSTEMS = list(available_systems())
 @pytest.fixture(scope="module", params=SYSTEMS)
 def case(request):
     system = load_system(request.param)
-    xyz, is_clash = conformations(system.positions)
+    frames = hot_md_frames(system.openmm_system, system.positions, n_frames=30)
+    xyz, is_clash = conformations(system.positions, frames=frames)
     energies, forces = reference_energies_forces(system.openmm_system, xyz)
     return system, xyz, is_clash, energies, forces
 
