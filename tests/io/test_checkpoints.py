@@ -1,0 +1,55 @@
+"""Atomic files and checkpoints: nothing half-written, RNG streams restored, safe loading."""
+
+import pytest
+import torch
+
+from boltzflow.errors import BoltzflowError
+from boltzflow.io import atomic_path, load_checkpoint, save_checkpoint
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
+
+
+def test_checkpoint_round_trip_restores_the_random_stream(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                  "step": 7, "config": {"lr": 1e-3, "name": "x"}})
+    expected = torch.randn(5)
+    torch.randn(100)  # move the stream on
+    state = load_checkpoint(path, restore_rng=True)
+    torch.testing.assert_close(torch.randn(5), expected)
+    assert state["step"] == 7 and state["config"] == {"lr": 1e-3, "name": "x"}
+    clone = torch.nn.Linear(3, 2)
+    clone.load_state_dict(state["model"])
+    torch.testing.assert_close(clone.weight, model.weight)
+    torch.optim.Adam(clone.parameters()).load_state_dict(state["optimizer"])
+
+
+def test_truncated_or_missing_checkpoint_is_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt.pt", {"step": 1})
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(BoltzflowError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(BoltzflowError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_checkpoints_refuse_pickled_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"step": 1, "payload": object()}, path)
+    with pytest.raises(BoltzflowError, match="cannot read checkpoint"):
+        load_checkpoint(path)
