@@ -1,0 +1,6 @@
+"""Training Boltzmann generators: objectives and the trainer (checkpoints, resume, limits)."""
+
+from .objectives import forward_kl, reverse_kl
+from .trainer import Schedule, Trainer, parse_duration
+
+__all__ = ["Schedule", "Trainer", "forward_kl", "parse_duration", "reverse_kl"]
