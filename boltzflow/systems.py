@@ -131,6 +131,18 @@ class System:
             return OpenMMEnergy(self.openmm_system, self.temperature, platform, workers)
         raise ValueError(f"backend must be 'torch' or 'openmm', got {backend!r}")
 
+    def internal_coordinates(self, reference=None, cartesian_atoms=None, **options):
+        """The ``InternalCoordinates`` bijection of this system (``boltzflow.coordinates``).
+
+        Z-matrix: the ``zmatrix`` of system.toml (internal layout), else built from the bond
+        graph; ``cartesian_atoms`` keeps those atoms Cartesian (PCA-whitened). ``reference``:
+        a structure [n_atoms, 3] or data frames [frames, n_atoms, 3] (nm); default the
+        system's structure. ``options`` go to ``boltzflow.coordinates.for_system``.
+        """
+        from .coordinates import for_system
+
+        return for_system(self, reference, cartesian_atoms, **options)
+
     def collective_variables(self, xyz: torch.Tensor) -> dict:
         """The named dihedrals (radians, [-π, π]) of positions [batch, n_atoms, 3]."""
         from .energy.terms import dihedral_angles
@@ -234,7 +246,7 @@ def load_system(name_or_path: Union[str, Path]) -> System:
         if not (len(atoms) == 5 and all(isinstance(a, int) and 0 <= a < n for a in atoms)
                 and center.get("expected", "L") in ("L", "D")):
             raise _bad(path, text, "chiral_centers", f"entry {k} must give 'center' and 4 'substituents' "
-                       f"(atom indices in [0, {n}), CIP priority order) and 'expected' = \"L\" or \"D\", got {center!r}")
+                       f"(atom indices in [0, {n}), listed as N, C', side chain, HA) and 'expected' = \"L\" or \"D\", got {center!r}")
     return System(
         name=name, description=description, folder=path.parent,
         topology=mdtraj.Topology.from_openmm(pdb.topology), openmm_system=openmm_system,

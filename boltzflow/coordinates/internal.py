@@ -1,0 +1,234 @@
+"""InternalCoordinates: the bijection between normalised internal coordinates and Cartesian positions.
+
+Base side (the flow's side): a flat vector z [batch, dim] laid out as
+``[bonds | angles | dihedrals | Cartesian PCA]``, normalised as in ``normalization``; its
+``domains`` are ``Interval`` for bonds and angles, ``Circle`` for dihedrals and ``Real`` for
+the PCA coordinates of the mixed layout, so ``spline_flow(ic.domains)`` fits it directly.
+Data side: positions [batch, n_atoms, 3] in nm, defined up to a rigid-body motion.
+
+``forward`` (z → xyz) places the atoms: internal layout, the first atom at the origin, the
+second on +x, the third in the xy plane (y > 0); mixed layout, the Cartesian block in the
+frame of its mean structure. Every other atom is placed by NeRF (natural extension
+reference frame) from its three references, level by level: all atoms whose references
+are already placed go in one batched step, so the Python loop runs over levels (about 6 for
+alanine dipeptide), never over atoms or samples.
+
+log|det J| is the physical one: of (translation, rotation, z) → xyz at the identity rotation
+(rotation vector, whose Haar density is 1 there), so that exp(−u(x(z))) |det J| is the
+Boltzmann density of z with rigid-body motion integrated out::
+
+    log|det J| = Σ_bonds 2 log r + Σ_angles log sin θ          (r₁², r₂² sin θ₂ of the seeds included)
+               + Σ log s_bond + Σ log s_angle                  (normalisation)
+               + Σ log σ + log|det Uᵀ[T, R(x)]|                (mixed layout: Cartesian block)
+
+``inverse`` returns −log|det J| at the same point. The Cartesian side is not a flat vector
+of ``dim`` numbers (3 n_atoms coordinates, 6 of them rigid-body), so ``out_domains`` is
+undefined: apply this bijection after a ``Flow`` (z = flow sample, xyz = ic(z)) rather than
+inside its list of layers.
+
+Degenerate geometry: reference frames whose atoms are (nearly) collinear in the reference
+structure are rejected at construction with an error naming the atoms. At run time a
+collinear frame gives finite positions (its normalisations are clamped), and an angle of
+exactly 0 or π gives log|det| = −inf; nothing returns NaN for finite input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..energy.terms import bond_angles, bond_lengths, dihedral_angles
+from ..flows.bijection import Bijection
+from ..flows.domains import Domain, Real
+from .cartesian import CARTESIAN_SCALE, CartesianBlock
+from .normalization import ANGLE_MARGIN, ANGLE_SCALE, BOND_SCALE, WIDTH, Normalization
+from .zmatrix import ZMatrix, build_zmatrix
+
+Positions = Union[Tensor, np.ndarray]
+
+
+def _unit(v: Tensor) -> Tensor:
+    """v / |v| along the last axis; a zero vector stays zero (finite value and gradient)."""
+    return v * torch.rsqrt((v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).eps ** 2))
+
+
+class InternalCoordinates(Bijection):
+    """Normalised internal coordinates [batch, dim] ⇄ Cartesian positions [batch, n_atoms, 3].
+
+    Args:
+        zmatrix: a ``ZMatrix`` (internal or mixed layout).
+        reference: one structure [n_atoms, 3] or data frames [frames, n_atoms, 3] (nm):
+            sets the normalisation (and the PCA of the Cartesian block).
+        width, bond_scale, angle_scale: interval widths and default scales, see
+            ``boltzflow.coordinates.normalization``.
+        cartesian_scale: σ (nm) of the Cartesian block when ``reference`` is one structure.
+    """
+
+    def __init__(self, zmatrix: ZMatrix, reference: Positions, width: float = WIDTH,
+                 bond_scale: float = BOND_SCALE, angle_scale: float = ANGLE_SCALE,
+                 cartesian_scale: float = CARTESIAN_SCALE):
+        n = zmatrix.n_atoms
+        ref = torch.as_tensor(reference, dtype=torch.float64)
+        ref = ref[None] if ref.dim() == 2 else ref
+        if ref.dim() != 3 or ref.shape[1:] != (n, 3) or len(ref) == 0:
+            raise ValueError(f"reference must have shape [{n}, 3] or [frames, {n}, 3], got {list(ref.shape)}")
+        bonds = torch.tensor(zmatrix.bonds, dtype=torch.long, device=ref.device).reshape(-1, 2)
+        angles = torch.tensor(zmatrix.angles, dtype=torch.long, device=ref.device).reshape(-1, 3)
+        dihedrals = torch.tensor(zmatrix.dihedrals, dtype=torch.long, device=ref.device).reshape(-1, 4)
+        _check_frames(ref, dihedrals)
+        normalization = Normalization(
+            bond_lengths(ref, bonds), bond_angles(ref, angles), dihedral_angles(ref, dihedrals),
+            width, bond_scale, angle_scale, [f"angle {'-'.join(map(str, a))}" for a in zmatrix.angles])
+        block = None
+        if zmatrix.is_mixed:
+            block = CartesianBlock(ref[:, list(zmatrix.cartesian)], cartesian_scale)
+        super().__init__(normalization.domains + (Real(),) * (block.dim if block else 0))
+        self.zmatrix = zmatrix
+        self.n_atoms = n
+        self.normalization = normalization
+        self.cartesian_block = block
+        self.n_internal = len(normalization.domains)
+        self.register_buffer("bonds", bonds, persistent=False)
+        self.register_buffer("angles", angles, persistent=False)
+        self.register_buffer("dihedrals", dihedrals, persistent=False)
+        self.register_buffer("cartesian_atoms", torch.tensor(zmatrix.cartesian, dtype=torch.long), persistent=False)
+        self._plan_levels()
+        self.to(ref.device)
+
+    def _plan_levels(self) -> None:
+        """Group the NeRF-placed rows into levels whose references are all placed earlier."""
+        rows = self.zmatrix.rows
+        first = 0 if self.zmatrix.is_mixed else 3      # internal layout: rows 0-2 seed the frame
+        level = {a: 0 for a in self.zmatrix.cartesian}
+        level.update({r[0]: 0 for r in rows[:first]})
+        for r in rows[first:]:
+            level[r[0]] = 1 + max(level[i] for i in r[1:])
+        placed = sorted(range(len(rows) - first), key=lambda k: (level[rows[first + k][0]], k))
+        depth = [level[rows[first + k][0]] for k in placed]
+        self.levels = [(depth.index(d), len(depth) - depth[::-1].index(d)) for d in sorted(set(depth))]
+        self.register_buffer("order", torch.tensor(placed, dtype=torch.long), persistent=False)
+        self.register_buffer("atoms", torch.tensor([rows[first + k][0] for k in placed], dtype=torch.long),
+                             persistent=False)
+        # NeRF references (dihedral, angle, bond), one row per placed atom
+        self.register_buffer("references", torch.tensor([rows[first + k][:0:-1] for k in placed],
+                                                        dtype=torch.long).reshape(-1, 3), persistent=False)
+        if first:
+            self.register_buffer("seeds", torch.tensor([r[0] for r in rows[1:3]]), persistent=False)
+            self.third_on_first = rows[2][1] == rows[0][0]
+
+    @property
+    def out_domains(self) -> tuple[Domain, ...]:
+        raise TypeError("InternalCoordinates maps to Cartesian positions [batch, n_atoms, 3], not to flat "
+                        "domains; apply it to a flow's samples instead of composing it into a Flow")
+
+    @property
+    def n_bonds(self) -> int:
+        return len(self.bonds)
+
+    @property
+    def n_angles(self) -> int:
+        return len(self.angles)
+
+    def dihedral_index(self, atoms: Sequence[int]) -> int:
+        """Index in z of the dihedral over ``atoms`` (4 indices, either direction), e.g. φ."""
+        return self.n_bonds + self.n_angles + self.zmatrix.dihedral_index(atoms)
+
+    @property
+    def labels(self) -> list[str]:
+        """One name per dimension of z, e.g. ``"bond 4-1"``, ``"dihedral 14-8-6-4"``, ``"pca 0"``."""
+        names = ([f"bond {'-'.join(map(str, b))}" for b in self.zmatrix.bonds]
+                 + [f"angle {'-'.join(map(str, a))}" for a in self.zmatrix.angles]
+                 + [f"dihedral {'-'.join(map(str, d))}" for d in self.zmatrix.dihedrals])
+        return names + [f"pca {k}" for k in range(self.dim - len(names))]
+
+    def physical(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Bonds (nm), angles and dihedrals in [-π, π) (rad) of normalised z [batch, dim]."""
+        self._check_flat(z)
+        return self.normalization.physical(z[:, : self.n_internal])
+
+    def _check_flat(self, z: Tensor) -> None:
+        if z.dim() != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"expected internal coordinates of shape [batch, {self.dim}], got {list(z.shape)}")
+
+    def _log_det(self, bonds: Tensor, angles: Tensor) -> Tensor:
+        return (self.normalization.log_scale + 2 * bonds.abs().log().sum(-1)
+                + torch.sin(angles).abs().log().sum(-1))
+
+    def forward(self, z: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """z [batch, dim] → positions [batch, n_atoms, 3] (nm) and log|det J| [batch]."""
+        self._check_flat(z)
+        bonds, angles, dihedrals = self.normalization.physical(z[:, : self.n_internal])
+        log_det = self._log_det(bonds, angles)
+        xyz = z.new_zeros(len(z), self.n_atoms, 3)
+        if self.cartesian_block is not None:
+            block, block_log_det = self.cartesian_block(z[:, self.n_internal:])
+            xyz = xyz.index_copy(1, self.cartesian_atoms, block)
+            log_det = log_det + block_log_det
+        else:
+            xyz = self._place_seeds(xyz, bonds[:, :2], angles[:, 0])
+            bonds, angles = bonds[:, 2:], angles[:, 1:]
+        r = bonds[:, self.order, None]
+        theta, phi = angles[:, self.order, None], dihedrals[:, self.order, None]
+        local = (-r * torch.cos(theta), r * torch.sin(theta) * torch.cos(phi), r * torch.sin(theta) * torch.sin(phi))
+        for start, end in self.levels:
+            a, b, c = xyz[:, self.references[start:end]].unbind(2)
+            bc = _unit(c - b)
+            normal = _unit(torch.linalg.cross(b - a, bc, dim=-1))
+            in_plane = torch.linalg.cross(normal, bc, dim=-1)
+            position = (c + local[0][:, start:end] * bc + local[1][:, start:end] * in_plane
+                        + local[2][:, start:end] * normal)
+            xyz = xyz.index_copy(1, self.atoms[start:end], position)
+        return xyz, log_det
+
+    def _place_seeds(self, xyz: Tensor, r: Tensor, theta: Tensor) -> Tensor:
+        """Second seed atom at (r₁, 0, 0), third in the xy plane with y > 0; the first stays at the origin."""
+        zero = torch.zeros_like(theta)
+        x3 = r[:, 1] * torch.cos(theta)
+        second = torch.stack([r[:, 0], zero, zero], dim=-1)
+        third = torch.stack([x3 if self.third_on_first else r[:, 0] - x3, r[:, 1] * torch.sin(theta), zero], dim=-1)
+        return xyz.index_copy(1, self.seeds, torch.stack([second, third], dim=1))
+
+    def inverse(self, xyz: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Positions [batch, n_atoms, 3] (nm) → z [batch, dim] and log|det ∂z/∂x| [batch]."""
+        if xyz.dim() != 3 or xyz.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(f"expected positions of shape [batch, {self.n_atoms}, 3], got {list(xyz.shape)}")
+        bonds, angles = bond_lengths(xyz, self.bonds), bond_angles(xyz, self.angles)
+        z = self.normalization.normalize(bonds, angles, dihedral_angles(xyz, self.dihedrals))
+        log_det = -self._log_det(bonds, angles)
+        if self.cartesian_block is not None:
+            block, block_log_det = self.cartesian_block.inverse(xyz[:, self.cartesian_atoms])
+            z = torch.cat([z, block], dim=-1)
+            log_det = log_det + block_log_det
+        return z, log_det
+
+
+def _check_frames(ref: Tensor, dihedrals: Tensor) -> None:
+    """Reject rows whose three references are (nearly) collinear in some reference frame."""
+    if not len(dihedrals):
+        return
+    frame = bond_angles(ref, dihedrals[:, [3, 2, 1]])      # angle dihedral_ref–angle_ref–bond_ref
+    bad = (torch.sin(frame) < math.sin(ANGLE_MARGIN)).any(0).nonzero()[:, 0].tolist()
+    if bad:
+        row = dihedrals[bad[0]].tolist()
+        raise ValueError(f"zmatrix row {row}: its references {row[3]}, {row[2]}, {row[1]} are (nearly) collinear "
+                         "in the reference structure, so the dihedral is undefined; choose another "
+                         "dihedral reference")
+
+
+def for_system(system, reference: Optional[Positions] = None, cartesian_atoms: Optional[Sequence[int]] = None,
+               zmatrix: Union[ZMatrix, Sequence[Sequence[int]], None] = None, **options) -> InternalCoordinates:
+    """``InternalCoordinates`` of a ``System``: its Z-matrix (``zmatrix`` argument, else the
+    system's ``zmatrix`` in the internal layout, else built from the bond graph) and its
+    structure as reference unless ``reference`` (a structure or data frames) is given."""
+    cartesian = tuple(cartesian_atoms or ())
+    if zmatrix is None and not cartesian and system.zmatrix is not None:
+        zmatrix = system.zmatrix
+    if zmatrix is None:
+        zmatrix = build_zmatrix(system.topology, cartesian)
+    elif not isinstance(zmatrix, ZMatrix):
+        zmatrix = ZMatrix.from_rows(zmatrix, system.n_atoms, cartesian)
+    return InternalCoordinates(zmatrix, system.positions if reference is None else reference, **options)
