@@ -6,12 +6,8 @@ Base side (the flow's side): a flat vector z [batch, dim] laid out as
 the PCA coordinates of the mixed layout, so ``spline_flow(ic.domains)`` fits it directly.
 Data side: positions [batch, n_atoms, 3] in nm, defined up to a rigid-body motion.
 
-``forward`` (z → xyz) places the atoms: internal layout, the first atom at the origin, the
-second on +x, the third in the xy plane (y > 0); mixed layout, the Cartesian block in the
-frame of its mean structure. Every other atom is placed by NeRF (natural extension
-reference frame) from its three references, level by level: all atoms whose references
-are already placed go in one batched step, so the Python loop runs over levels (about 6 for
-alanine dipeptide), never over atoms or samples.
+``forward`` (z → xyz) turns z into bonds, angles and dihedrals and places the atoms with
+``Placement`` (level-wise batched NeRF; the mixed layout's Cartesian block first).
 
 log|det J| is the physical one: of (translation, rotation, z) → xyz at the identity rotation
 (rotation vector, whose Haar density is 1 there), so that exp(−u(x(z))) |det J| is the
@@ -46,14 +42,10 @@ from ..flows.bijection import Bijection
 from ..flows.domains import Domain, Real
 from .cartesian import CARTESIAN_SCALE, CartesianBlock
 from .normalization import ANGLE_MARGIN, ANGLE_SCALE, BOND_SCALE, WIDTH, Normalization
+from .placement import Placement
 from .zmatrix import ZMatrix, build_zmatrix
 
 Positions = Union[Tensor, np.ndarray]
-
-
-def _unit(v: Tensor) -> Tensor:
-    """v / |v| along the last axis; a zero vector stays zero (finite value and gradient)."""
-    return v * torch.rsqrt((v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).eps ** 2))
 
 
 class InternalCoordinates(Bijection):
@@ -95,30 +87,8 @@ class InternalCoordinates(Bijection):
         self.register_buffer("bonds", bonds, persistent=False)
         self.register_buffer("angles", angles, persistent=False)
         self.register_buffer("dihedrals", dihedrals, persistent=False)
-        self.register_buffer("cartesian_atoms", torch.tensor(zmatrix.cartesian, dtype=torch.long), persistent=False)
-        self._plan_levels()
+        self.placement = Placement(zmatrix)
         self.to(ref.device)
-
-    def _plan_levels(self) -> None:
-        """Group the NeRF-placed rows into levels whose references are all placed earlier."""
-        rows = self.zmatrix.rows
-        first = 0 if self.zmatrix.is_mixed else 3      # internal layout: rows 0-2 seed the frame
-        level = {a: 0 for a in self.zmatrix.cartesian}
-        level.update({r[0]: 0 for r in rows[:first]})
-        for r in rows[first:]:
-            level[r[0]] = 1 + max(level[i] for i in r[1:])
-        placed = sorted(range(len(rows) - first), key=lambda k: (level[rows[first + k][0]], k))
-        depth = [level[rows[first + k][0]] for k in placed]
-        self.levels = [(depth.index(d), len(depth) - depth[::-1].index(d)) for d in sorted(set(depth))]
-        self.register_buffer("order", torch.tensor(placed, dtype=torch.long), persistent=False)
-        self.register_buffer("atoms", torch.tensor([rows[first + k][0] for k in placed], dtype=torch.long),
-                             persistent=False)
-        # NeRF references (dihedral, angle, bond), one row per placed atom
-        self.register_buffer("references", torch.tensor([rows[first + k][:0:-1] for k in placed],
-                                                        dtype=torch.long).reshape(-1, 3), persistent=False)
-        if first:
-            self.register_buffer("seeds", torch.tensor([r[0] for r in rows[1:3]]), persistent=False)
-            self.third_on_first = rows[2][1] == rows[0][0]
 
     @property
     def out_domains(self) -> tuple[Domain, ...]:
@@ -163,34 +133,12 @@ class InternalCoordinates(Bijection):
         self._check_flat(z)
         bonds, angles, dihedrals = self.normalization.physical(z[:, : self.n_internal])
         log_det = self._log_det(bonds, angles)
-        xyz = z.new_zeros(len(z), self.n_atoms, 3)
+        block = None
         if self.cartesian_block is not None:
             block, block_log_det = self.cartesian_block(z[:, self.n_internal:])
-            xyz = xyz.index_copy(1, self.cartesian_atoms, block)
             log_det = log_det + block_log_det
-        else:
-            xyz = self._place_seeds(xyz, bonds[:, :2], angles[:, 0])
-            bonds, angles = bonds[:, 2:], angles[:, 1:]
-        r = bonds[:, self.order, None]
-        theta, phi = angles[:, self.order, None], dihedrals[:, self.order, None]
-        local = (-r * torch.cos(theta), r * torch.sin(theta) * torch.cos(phi), r * torch.sin(theta) * torch.sin(phi))
-        for start, end in self.levels:
-            a, b, c = xyz[:, self.references[start:end]].unbind(2)
-            bc = _unit(c - b)
-            normal = _unit(torch.linalg.cross(b - a, bc, dim=-1))
-            in_plane = torch.linalg.cross(normal, bc, dim=-1)
-            position = (c + local[0][:, start:end] * bc + local[1][:, start:end] * in_plane
-                        + local[2][:, start:end] * normal)
-            xyz = xyz.index_copy(1, self.atoms[start:end], position)
+        xyz = self.placement(bonds, angles, dihedrals, block)
         return xyz, log_det
-
-    def _place_seeds(self, xyz: Tensor, r: Tensor, theta: Tensor) -> Tensor:
-        """Second seed atom at (r₁, 0, 0), third in the xy plane with y > 0; the first stays at the origin."""
-        zero = torch.zeros_like(theta)
-        x3 = r[:, 1] * torch.cos(theta)
-        second = torch.stack([r[:, 0], zero, zero], dim=-1)
-        third = torch.stack([x3 if self.third_on_first else r[:, 0] - x3, r[:, 1] * torch.sin(theta), zero], dim=-1)
-        return xyz.index_copy(1, self.seeds, torch.stack([second, third], dim=1))
 
     def inverse(self, xyz: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Positions [batch, n_atoms, 3] (nm) → z [batch, dim] and log|det ∂z/∂x| [batch]."""
@@ -200,7 +148,7 @@ class InternalCoordinates(Bijection):
         z = self.normalization.normalize(bonds, angles, dihedral_angles(xyz, self.dihedrals))
         log_det = -self._log_det(bonds, angles)
         if self.cartesian_block is not None:
-            block, block_log_det = self.cartesian_block.inverse(xyz[:, self.cartesian_atoms])
+            block, block_log_det = self.cartesian_block.inverse(xyz[:, self.placement.cartesian_atoms])
             z = torch.cat([z, block], dim=-1)
             log_det = log_det + block_log_det
         return z, log_det

@@ -1,16 +1,14 @@
 """Energies and forces from OpenMM contexts, in-process or in a pool of worker processes.
 
 Workers are started with ``spawn`` (safe with CUDA and threads), each holding its own
-``Context`` built from the serialised System. A batch is split into contiguous chunks,
-one per worker, and reassembled in order. A crashed worker raises ``RuntimeError``
-instead of hanging.
+``Context`` built from the serialised System and talking through a pipe. A batch is split
+into contiguous chunks, one per worker, and reassembled in order. A crashed worker raises
+``RuntimeError`` instead of hanging.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
 import numpy as np
@@ -53,22 +51,21 @@ class OpenMMEvaluator:
         return energies, forces
 
 
-_worker: Optional[OpenMMEvaluator] = None
-
-
-def _init_worker(system_xml: str, platform: str, properties: Optional[dict]) -> None:
-    global _worker
-    _worker = OpenMMEvaluator(system_xml, platform, properties)
-
-
-def _evaluate_in_worker(xyz: np.ndarray):
-    return _worker.evaluate(xyz)
+def _serve(connection, system_xml: str, platform: str, properties: Optional[dict]) -> None:
+    """Worker process: evaluate the batches it receives until it receives ``None``."""
+    evaluator = OpenMMEvaluator(system_xml, platform, properties)
+    connection.send("ready")
+    while (xyz := connection.recv()) is not None:
+        connection.send(evaluator.evaluate(xyz))
 
 
 class OpenMMPool:
     """Evaluate batches with ``workers`` OpenMM contexts in parallel (0 = in this process).
 
-    Use as a context manager or call ``close()``; the pool also closes when collected.
+    Each worker is a spawned process with its own Context, fed through a pipe; a batch is
+    split into contiguous chunks, one per worker, and reassembled in order. A worker that
+    dies (crash, out of memory, killed) makes ``evaluate`` raise ``RuntimeError`` within a
+    fraction of a second, never hang. Use as a context manager or call ``close()``.
     """
 
     def __init__(self, system: openmm.System, workers: int = 0, platform: str = "CPU",
@@ -82,31 +79,62 @@ class OpenMMPool:
         self.workers = workers
         self.n_atoms = system.getNumParticles()
         self._local = OpenMMEvaluator(xml, platform, properties) if workers == 0 else None
-        self._pool = None
-        if workers:
-            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(xml, platform, properties))
+        self._processes, self._connections = [], []
+        spawn = multiprocessing.get_context("spawn")
+        for _ in range(workers):
+            ours, theirs = spawn.Pipe()
+            process = spawn.Process(target=_serve, args=(theirs, xml, platform, properties), daemon=True)
+            process.start()
+            theirs.close()
+            self._processes.append(process)
+            self._connections.append(ours)
+        for k in range(workers):
+            self._receive(k)  # "ready": the Context was created
+
+    def _receive(self, k: int):
+        connection, process = self._connections[k], self._processes[k]
+        try:
+            while not connection.poll(0.05):
+                if not process.is_alive():
+                    raise EOFError
+            return connection.recv()
+        except (EOFError, OSError):
+            process.join(timeout=1)
+            self.close()
+            raise RuntimeError(f"an OpenMM worker process died (exit code {process.exitcode}: crash, out of "
+                               "memory or killed); the pool is closed, create a new energy to continue") from None
 
     def evaluate(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energies [B] (kJ/mol) and forces [B, N, 3] (kJ/mol/nm), in batch order."""
         xyz = np.asarray(xyz, dtype=np.float64)
         if self._local is not None:
             return self._local.evaluate(xyz)
-        if self._pool is None:
+        if not self._processes:
             raise RuntimeError("this OpenMM pool is closed")
         chunks = [c for c in np.array_split(xyz, self.workers) if len(c)]
-        try:
-            results = list(self._pool.map(_evaluate_in_worker, chunks))
-        except BrokenProcessPool as exc:
-            self.close()
-            raise RuntimeError("an OpenMM worker process died (crash or out of memory); "
-                               "the pool is closed, create a new energy to continue") from exc
-        return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]))
+        for k, chunk in enumerate(chunks):
+            try:
+                self._connections[k].send(chunk)
+            except OSError:
+                self._receive(k)  # the worker is gone: raises the error that says so
+        results = [self._receive(k) for k in range(len(chunks))]
+        return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the workers: ask politely, then terminate whoever does not leave within 5 s."""
+        for connection in self._connections:
+            try:
+                connection.send(None)
+            except OSError:
+                pass
+        for process in self._processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for connection in self._connections:
+            connection.close()
+        self._processes, self._connections = [], []
 
     def __enter__(self):
         return self

@@ -47,11 +47,20 @@ def test_backends_agree(system):
 
 def test_crashed_worker_is_an_error_not_a_hang(system):
     pool = OpenMMPool(system.openmm_system, workers=2, platform="Reference")
-    pool.evaluate(system.positions[None])  # start the workers
-    next(iter(pool._pool._processes.values())).kill()
+    pool.evaluate(system.positions[None])
+    pool._processes[1].kill()
     with pytest.raises(RuntimeError, match="worker process died"):
         pool.evaluate(np.repeat(system.positions[None], 4, axis=0))
+    assert not any(p.is_alive() for p in pool._processes)
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.evaluate(system.positions[None])
+
+
+def test_close_stops_the_workers(system):
+    pool = OpenMMPool(system.openmm_system, workers=2, platform="Reference")
+    processes = list(pool._processes)
     pool.close()
+    assert not any(p.is_alive() for p in processes)
 
 
 def test_unknown_platform_lists_the_available_ones(system):

@@ -23,13 +23,17 @@ def case(request):
 
 
 def test_float64_energies_and_forces_match_openmm(case):
-    system, xyz, _, ref_e, ref_f = case
+    system, xyz, is_clash, ref_e, ref_f = case
     ff = TorchForceField(system.openmm_system).double()
     x = torch.tensor(xyz, requires_grad=True)
     e = ff(x)
     f = -torch.autograd.grad(e.sum(), x)[0]
     assert np.all(np.abs(e.detach().numpy() - ref_e) <= 1e-6 * np.maximum(np.abs(ref_e), 1.0))
-    assert np.abs(f.numpy() - ref_f).max() < 1e-4
+    error = np.abs(f.numpy() - ref_f).max(axis=(1, 2))
+    assert error[~is_clash].max() < 1e-4
+    # clash forces reach 1e12 kJ/mol/nm, where one float64 ulp is already 1e-4: compare
+    # those to round-off of their own size
+    assert np.all(error[is_clash] < 1e-4 + 1e-13 * np.abs(ref_f[is_clash]).max(axis=(1, 2)))
 
 
 def test_float32_energies_match_openmm(case, device):
