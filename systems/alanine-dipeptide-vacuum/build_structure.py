@@ -8,6 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
-here = Path(__file__).resolve().parent
-sys.argv = [sys.argv[0], str(here)]
-runpy.run_path(str(here.parent / "alanine-dipeptide" / "build_structure.py"), run_name="__main__")
+if __name__ == "__main__":
+    here = Path(__file__).resolve().parent
+    sys.argv = [sys.argv[0], str(here)]
+    runpy.run_path(str(here.parent / "alanine-dipeptide" / "build_structure.py"), run_name="__main__")

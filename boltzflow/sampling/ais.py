@@ -1,0 +1,133 @@
+"""Annealed importance sampling (Neal 2001) from a base q to a target along a geometric path.
+
+Intermediate log-densities, for β₀ = 0 < β₁ < … < β_M < β_{M+1} = 1:
+
+    log π_β(x) = (1 − β) log q(x) + β log π(x),    log π = α log p̃ + (1 − α) log q.
+
+With α = 1 the target is p̃ itself (and ``log_p`` may be any log-density); with α = 2 it is
+p̃²/q, the distribution FAB anneals to (Midgley et al., "Flow Annealed Importance Sampling
+Bootstrap", ICLR 2023): the importance-sampling estimate of the α = 2 divergence
+∫ p²/q has minimum variance under p²/q, and the path is then (1 − 2β) log q + 2β log p̃ —
+one evaluation of q and one of p̃ per point. (The FAB loss itself belongs to training.)
+
+Chains start at samples x₀ ~ q; at each intermediate level k = 1 … M, ``steps_per_level``
+MCMC moves leave π_{β_k} invariant. The log-weight is Neal's
+
+    log w = Σ_{k=1}^{M+1} [log π_{β_k}(x_{k−1}) − log π_{β_{k−1}}(x_{k−1})],
+
+accumulated in its telescoped, stochastic-flow form (Wu et al. 2020, see ``kernels``):
+log w = log π(x_M) − log q(x₀) + Σ ΔS, so that E_q[w] = Z_π = ∫ π. Chains that fail (a
+non-finite value anywhere) get log w = −inf, never NaN.
+
+Each level has its own copy of the kernel, hence its own step size; after every call (not
+during it, so each run uses fixed kernels and stays exact) the step sizes move towards
+the kernels' target acceptance by their Robbins–Monro rule, unless ``adapt`` is False.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .kernels import Kernel
+from .targets import LogDensity, log_prob
+
+
+def annealing_schedule(n_intermediate: int, spacing: str = "linear",
+                       min_beta: float = 1e-3) -> tuple[float, ...]:
+    """β₀ = 0, β₁ … β_M, β_{M+1} = 1 for M = ``n_intermediate`` intermediate distributions.
+
+    ``linear``: β_k = k/(M+1). ``geometric``: β₁ = ``min_beta`` … β_M with a constant ratio
+    β_{k+1}/β_k, including β_{M+1} = 1 (finer steps near the base, where π_β changes fastest
+    when q is broader than the target).
+    """
+    if int(n_intermediate) != n_intermediate or n_intermediate < 0:
+        raise ValueError(f"n_intermediate must be a non-negative integer, got {n_intermediate}")
+    m = int(n_intermediate)
+    if spacing == "linear":
+        inner = [k / (m + 1) for k in range(1, m + 1)]
+    elif spacing == "geometric":
+        if not 0.0 < min_beta < 1.0:
+            raise ValueError(f"min_beta must be in (0, 1), got {min_beta}")
+        inner = [math.exp(math.log(min_beta) * (m - k) / m) for k in range(m)]
+    else:
+        raise ValueError(f"spacing must be 'linear' or 'geometric', got {spacing!r}")
+    return (0.0, *inner, 1.0)
+
+
+@dataclass
+class AISResult:
+    """Output of one AIS run.
+
+    x: [batch, dim] final samples; log_w: [batch] log-weights (−inf for failed chains);
+    log_p: [batch] log p̃ at x; log_q: [batch] log q at x; acceptance: [M] mean acceptance
+    probability at each intermediate level.
+    """
+
+    x: Tensor
+    log_w: Tensor
+    log_p: Tensor
+    log_q: Tensor
+    acceptance: Tensor
+
+
+class AIS(nn.Module):
+    """Annealed importance sampling with one MCMC kernel per intermediate distribution.
+
+    Args:
+        kernel: template kernel (``HMC``, ``MALA`` or ``Metropolis``, with its domains);
+            each level gets a non-differentiable copy.
+        n_intermediate: number M of intermediate distributions (0: plain importance sampling).
+        spacing, min_beta: the schedule of β (``annealing_schedule``).
+        steps_per_level: MCMC moves at each intermediate distribution.
+        adapt: adapt each level's step size after every call.
+    """
+
+    def __init__(self, kernel: Kernel, n_intermediate: int, spacing: str = "linear",
+                 steps_per_level: int = 1, adapt: bool = True, min_beta: float = 1e-3):
+        super().__init__()
+        self.betas = annealing_schedule(n_intermediate, spacing, min_beta)
+        if int(steps_per_level) != steps_per_level or steps_per_level < 1:
+            raise ValueError(f"steps_per_level must be a positive integer, got {steps_per_level}")
+        self.steps_per_level, self.adapt = int(steps_per_level), bool(adapt)
+        self.kernels = nn.ModuleList(copy.deepcopy(kernel) for _ in range(int(n_intermediate)))
+        for k in self.kernels:
+            k.differentiable = False
+
+    def forward(self, x: Tensor, log_q_fn: LogDensity, log_p_fn: LogDensity,
+                log_q: Optional[Tensor] = None, alpha: float = 1.0) -> AISResult:
+        """Anneal samples ``x`` [batch, dim] of q towards π = p̃^α q^(1−α).
+
+        ``log_q_fn`` and ``log_p_fn`` map [batch, dim] to [batch]; ``log_q`` [batch] is
+        log q(x), computed when not given (e.g. from ``flow.sample_and_log_prob``).
+        """
+        if x.dim() != 2:
+            raise ValueError(f"x must have shape [batch, dim], got {list(x.shape)}")
+        if log_q is not None and log_q.shape != x.shape[:1]:
+            raise ValueError(f"log_q must have shape [batch] = [{len(x)}], got {list(log_q.shape)}")
+        if not math.isfinite(alpha):
+            raise ValueError(f"alpha must be finite, got {alpha}")
+        x = x.detach()
+        log_q0 = log_prob(log_q_fn, x) if log_q is None else log_q.detach()
+        log_w = -log_q0
+        acceptance = x.new_zeros(len(self.kernels))
+        for level, (kernel, beta) in enumerate(zip(self.kernels, self.betas[1:-1])):
+            a = alpha * beta
+            level_fn = lambda y, a=a: (1 - a) * log_q_fn(y) + a * log_p_fn(y)  # noqa: E731
+            log_pi, grad = None, None
+            for _ in range(self.steps_per_level):
+                x, info = kernel.step(x, level_fn, log_pi, grad)
+                log_pi, grad = info.log_p, info.grad
+                log_w = log_w + info.log_weight_delta
+                acceptance[level] += info.acceptance.mean() / self.steps_per_level
+        log_p, log_q_end = log_prob(log_p_fn, x), log_prob(log_q_fn, x)
+        log_w = (log_w + alpha * log_p + (1 - alpha) * log_q_end).nan_to_num(
+            nan=-math.inf, posinf=-math.inf, neginf=-math.inf)
+        if self.adapt:
+            for kernel, rate in zip(self.kernels, acceptance):
+                kernel.update_step_size(rate)
+        return AISResult(x, log_w, log_p, log_q_end, acceptance)

@@ -1,0 +1,100 @@
+"""Targets of the samplers: unnormalised log-densities, evaluated with gradients, on domains.
+
+A target is any callable ``log_p(x) -> [batch]`` of points ``x`` [batch, dim] (for a toy,
+``lambda x: -toy(x)``; for a flow, ``flow.log_prob``). Row ``i`` of the result must depend
+on ``x[i]`` only: gradients are taken of the sum over the batch. Values that are not
+finite (NaN, ±inf) mean "not a valid point": they become ``-inf``, their gradient 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..flows.domains import Domain, domain_masks, wrap
+
+LogDensity = Callable[[Tensor], Tensor]
+
+
+def _checked(log_p: Tensor, x: Tensor) -> Tensor:
+    if log_p.shape != x.shape[:1]:
+        raise ValueError(
+            f"the target must return log-densities of shape [batch] = [{len(x)}], got {list(log_p.shape)}"
+        )
+    return torch.where(torch.isfinite(log_p), log_p, torch.full_like(log_p, -math.inf))
+
+
+def log_prob(log_p_fn: LogDensity, x: Tensor, keep_graph: bool = False) -> Tensor:
+    """log p(x) [batch] with non-finite values set to ``-inf``; no graph unless ``keep_graph``."""
+    if keep_graph:
+        return _checked(log_p_fn(x), x)
+    with torch.no_grad():
+        return _checked(log_p_fn(x), x)
+
+
+def log_prob_and_grad(log_p_fn: LogDensity, x: Tensor, create_graph: bool = False) -> tuple[Tensor, Tensor]:
+    """log p(x) [batch] and ∇ₓ log p(x) [batch, dim] in one autograd pass.
+
+    Rows with a non-finite log p get ``-inf`` and a zero gradient; non-finite gradient
+    entries become 0. Without ``create_graph`` both results are detached; with it they keep
+    the graph to ``x`` (when ``x`` requires grad) and to the target's parameters, so that
+    positions built from the gradient can be differentiated (second derivatives).
+    """
+    with torch.enable_grad():
+        point = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+        raw = log_p_fn(point)
+        log_p = _checked(raw, x)
+        grad = None
+        if raw.requires_grad:
+            (grad,) = torch.autograd.grad(raw.sum(), point, create_graph=create_graph, allow_unused=True)
+    if grad is None:  # the target does not depend on x
+        grad = torch.zeros_like(x)
+    ok = torch.isfinite(log_p)[:, None] & torch.isfinite(grad)
+    grad = torch.where(ok, grad, torch.zeros_like(grad))
+    if not create_graph:
+        log_p, grad = log_p.detach(), grad.detach()
+    return log_p, grad
+
+
+class Space(nn.Module):
+    """The space chains move in: one domain per dimension (``None``: any number of reals).
+
+    ``wrap`` maps circle dimensions onto [-π, π) after a move; ``contains`` tells which
+    rows are finite and inside every interval. The masks move with ``.to(device)`` and are
+    also moved on the fly to the device of the points.
+    """
+
+    def __init__(self, domains: Optional[Sequence[Domain]] = None):
+        super().__init__()
+        domains = None if domains is None else tuple(domains)
+        self.dim: Optional[int] = None if domains is None else len(domains)
+        self.has_circle = self.has_interval = False
+        if domains is None:
+            return
+        m = domain_masks(domains)
+        self.has_circle, self.has_interval = bool(m["circle"].any()), bool(m["interval"].any())
+        self.register_buffer("circle", m["circle"], persistent=False)
+        self.register_buffer("low", torch.where(m["interval"], m["low"], -math.inf), persistent=False)
+        self.register_buffer("high", torch.where(m["interval"], m["high"], math.inf), persistent=False)
+
+    def check(self, x: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is [batch, dim]."""
+        dim = "dim" if self.dim is None else self.dim
+        if x.dim() != 2 or (self.dim is not None and x.shape[1] != self.dim):
+            raise ValueError(f"x must have shape [batch, {dim}], got {list(x.shape)}")
+
+    def wrap(self, x: Tensor) -> Tensor:
+        """``x`` with circle dimensions wrapped onto [-π, π)."""
+        if not self.has_circle:
+            return x
+        return torch.where(self.circle.to(x.device), wrap(x), x)
+
+    def contains(self, x: Tensor) -> Tensor:
+        """Rows of ``x`` that are finite and inside every interval: bool [batch]."""
+        ok = torch.isfinite(x)
+        if self.has_interval:
+            ok = ok & (x >= self.low.to(x)) & (x <= self.high.to(x))
+        return ok.all(dim=-1)
