@@ -58,8 +58,6 @@ def systems_show(name: str = typer.Argument(..., help="System name, folder or sy
 
     [bold]Example[/bold]: boltzflow systems show alanine-dipeptide
     """
-    import math
-
     from boltzflow.systems import load_system
 
     system = load_system(name)
