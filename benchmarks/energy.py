@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import time
 
 import numpy as np
 import openmm
@@ -29,6 +27,8 @@ import torch
 
 from boltzflow.energy.openmm_backend import OpenMMEvaluator, OpenMMPool
 from boltzflow.systems import load_system
+
+from timing import machine, measure
 
 
 def conformations(system, batch: int, seed: int = 0) -> np.ndarray:
@@ -68,31 +68,6 @@ def contenders(system, xyz: np.ndarray, loop_size: int):
     return out, pool
 
 
-def measure(runs: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each contender, interleaved A, B, C, A, B, C, ... ."""
-    for run, _ in runs.values():
-        for _ in range(warmup):
-            run()
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, (run, _) in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"OpenMM {openmm.__version__}, Python {platform.python_version()}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--system", default="alanine-dipeptide")
@@ -106,7 +81,7 @@ def main() -> None:
     xyz = conformations(system, args.batch)
     runs, pool = contenders(system, xyz, min(args.loop_size, args.batch))
     try:
-        times = measure(runs, args.repeats)
+        times = measure({name: run for name, (run, _) in runs.items()}, args.repeats)
     finally:
         pool.close()
     # the machine is shared: its speed drifts, so ratios are taken within each repeat
@@ -116,7 +91,7 @@ def main() -> None:
             for name, r in rates.items()]
     header = ("contender", "conformations/s", "µs/conformation", "vs openmm-loop (median ratio)")
     print(f"{system.name}, batch {args.batch}, energy + forces, median of {args.repeats}")
-    print(machine())
+    print(machine(OpenMM=openmm.__version__))
     if args.markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for row in rows:

@@ -67,6 +67,11 @@ class Coupling(Bijection):
             residual,
             activation,
         )
+        # the network's outputs are [n_tr, n_params] per point; it computes them in
+        # parameter-major order [n_params, n_tr], the layout the transformers work in
+        n_params = self.transformer.n_params
+        order = torch.arange(self.n_tr * n_params).view(self.n_tr, n_params).t().flatten()
+        self.register_buffer("param_major", order, persistent=False)
 
     def _params(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
         h = self.embedding(x[..., self.idx_id])
@@ -74,7 +79,8 @@ class Coupling(Bijection):
             if context is None:
                 raise ValueError(f"this layer needs a context of shape [batch, {self.context_dim}]")
             h = torch.cat([h, context], dim=-1)
-        return self.net(h).view(*x.shape[:-1], self.n_tr, self.transformer.n_params)
+        out = self.net(h, self.param_major)
+        return out.view(*x.shape[:-1], self.transformer.n_params, self.n_tr).transpose(-1, -2)
 
     def _transform(self, x, context, inverse):
         y_tr, log_det = self.transformer(x[..., self.idx_tr], self._params(x, context), inverse)

@@ -6,7 +6,7 @@ identity.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +46,17 @@ class MLP(nn.Module):
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:]))
         self.out = _zero(nn.Linear(hidden[-1], out_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, order: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Outputs [..., out_features]; with ``order`` (a permutation of the output indices)
+        the outputs come in that order, computed by reordering the last layer's rows
+        (cheaper than reordering a large output)."""
         h = self.inp(x)
         for layer in self.hidden:
             h = h + layer(self.act(h)) if self.residual else layer(self.act(h))
-        return self.out(self.act(h))
+        if order is None:
+            return self.out(self.act(h))
+        weight = self.out.weight.index_select(0, order)
+        return F.linear(self.act(h), weight, self.out.bias.index_select(0, order))
 
 
 class MaskedLinear(nn.Linear):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .domains import Domain, check_domains, domain_masks, wrap
-from .splines import rational_quadratic
+from .splines import spline_bins_first
 
 
 class SplineTransformer(nn.Module):
@@ -59,38 +59,47 @@ class SplineTransformer(nn.Module):
         self.register_buffer("circle", m["circle"], persistent=False)
         self.has_real = bool(m["real"].any())
         self.has_circle = bool(m["circle"].any())
+        # inner knots are base + scale · cumsum(softmax) (the min_bin floor folded in)
+        width = right - left
+        self.register_buffer("knot_base", left + width * min_bin * torch.arange(1, bins)[:, None],
+                             persistent=False)
+        self.register_buffer("knot_scale", width * (1 - min_bin * bins), persistent=False)
 
     @property
     def n_params(self) -> int:
         return 3 * self.bins + 2
 
-    def _spline_args(self, params: torch.Tensor):
+    def _spline_args(self, params: torch.Tensor, dtype: torch.dtype):
+        """x and y knots [..., 2, K+1, dim], knot derivatives [..., K+1, dim] and rotation
+        [..., dim] from raw parameters [..., dim, n_params] (bins on dim -2, the layout of
+        ``spline_bins_first``)."""
         K = self.bins
-        uw, uh, ud, shift = params.split([K, K, K + 1, 1], dim=-1)
-        widths = self.min_bin + (1 - self.min_bin * K) * torch.softmax(uw, dim=-1)
-        heights = self.min_bin + (1 - self.min_bin * K) * torch.softmax(uh, dim=-1)
+        uwh, ud, shift = params.transpose(-1, -2).contiguous().split([2 * K, K + 1, 1], dim=-2)
+        # widths and heights in one softmax over the bins; bin i ends at
+        # left + (right - left) · Σ_{j≤i} (min_bin + (1 - K·min_bin) · softmax_j)
+        cum = torch.cumsum(torch.softmax(uwh.unflatten(-2, (2, K)), dim=-2)[..., :-1, :], dim=-2)
+        inner = torch.addcmul(self.knot_base.to(dtype), self.knot_scale.to(dtype), cum)
+        ends = inner.shape[:-2] + (1, inner.shape[-1])
+        left, right = self.left.to(dtype).expand(ends), self.right.to(dtype).expand(ends)
+        knots = torch.cat([left, inner, right], dim=-2)
         d = self.min_derivative + F.softplus(ud + self.derivative_offset)
-        if self.has_real or self.has_circle:
-            one = torch.ones_like(d[..., :1])
-            first = torch.where(self.real[:, None], one, d[..., :1])
-            last = torch.where(self.circle[:, None], first, d[..., -1:])
-            last = torch.where(self.real[:, None], one, last)
-            d = torch.cat([first, d[..., 1:-1], last], dim=-1)
-        return widths, heights, d, shift[..., 0]
+        return knots, d, shift[..., 0, :]
 
     def forward(
         self, x: torch.Tensor, params: torch.Tensor, inverse: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        widths, heights, d, shift = self._spline_args(params)
+        knots, d, shift = self._spline_args(params, x.dtype)
         left, right = self.left.to(x.dtype), self.right.to(x.dtype)
         rotate = self.rotation and self.has_circle
         if inverse and rotate:
             x = torch.where(self.circle, wrap(x - shift), x)
-        inside = (x >= left) & (x <= right)
-        y, log_d = rational_quadratic(
-            x.clamp(left, right), widths, heights, d, left, right, inverse=inverse
+        y, log_d = spline_bins_first(
+            x.clamp(left, right), knots, d, inverse,
+            tied_ends=self.circle if self.has_circle else None,  # smooth on the circle
+            unit_ends=self.real if self.has_real else None,  # matches the linear tails
         )
         if self.has_real:
+            inside = (x >= left) & (x <= right)
             y = torch.where(inside, y, x)
             log_d = torch.where(inside, log_d, torch.zeros_like(log_d))
         if self.has_circle:

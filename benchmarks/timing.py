@@ -1,0 +1,38 @@
+"""What every benchmark here shares: interleaved timing and a description of the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable
+
+import torch
+
+
+def measure(runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each contender, interleaved A, B, C, A, B, C, ... so that a shared
+    machine's drift hits every contender alike."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def machine(**versions: str) -> str:
+    """CPU model, cores, torch and its threads, Python, and any ``versions`` given (name=version)."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    extra = "".join(f", {name} {version}" for name, version in versions.items())
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+            f"{extra}, Python {platform.python_version()}")

@@ -1,0 +1,49 @@
+"""Smoke tests: the benchmarks still run (at toy size), so they cannot rot.
+
+They check that the scripts work and print their table, not their timings.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    if str(BENCHMARKS) not in sys.path:  # the scripts import their shared `timing` module
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flow_benchmark_runs_at_toy_size(capsys):
+    pytest.importorskip("normflows")
+    bench = load("flows")
+    rows = bench.main(["--batch", "8", "--repeats", "1", "--warmup", "0", "--layers", "2",
+                       "--hidden", "16", "--blocks", "1", "--threads", "1", "--markdown"])
+    assert [r["operation"] for r in rows] == list(bench.OPERATIONS)
+    for r in rows:
+        for key in ("boltzflow", "normflows", "normflows-lean", "floor"):
+            assert r[key] > 0
+    out = capsys.readouterr().out
+    assert "| reverse-KL step |" in out and "normflows-lean / boltzflow" in out
+
+
+def test_flow_benchmark_models_match_in_size():
+    """Both libraries get conditioners of the same depth and width (the premise of the table)."""
+    pytest.importorskip("normflows")
+    bench = load("flows")
+    cfg = bench.Config(layers=2, hidden=16, blocks=1)
+    doms = bench.domains()
+    ours = bench.linear_shapes(bench.build_boltzflow(doms, cfg))
+    theirs = bench.linear_shapes(bench.build_normflows(doms, cfg, unconditional=False))
+    assert len(ours) == len(theirs) == 2 * (2 * cfg.blocks + 2)
+    # hidden layers identical; inputs differ by the circles' (cos, sin) features, outputs by
+    # boltzflow's extra rotation parameter per dimension
+    assert [s for s in ours if s == (16, 16)] == [s for s in theirs if s == (16, 16)]
