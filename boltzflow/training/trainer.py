@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 import re
 import signal
+import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -167,7 +169,7 @@ class Trainer:
         if resume:
             self.restore()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        start, flag, durations = time.monotonic(), {}, []
+        start, flag, durations = time.monotonic(), {}, deque(maxlen=64)  # recent step times
         stopped = "done"
         self.model.train()
         with _stop_on_signals(flag), open(self.metrics_path, "a") as metrics:
@@ -193,8 +195,7 @@ class Trainer:
                     stopped = "signal"
                     break
                 limit = self.schedule.time_limit
-                typical = sorted(durations)[len(durations) // 2]
-                if limit is not None and time.monotonic() - start + 3 * typical + 5 > limit:
+                if limit is not None and time.monotonic() - start + 3 * statistics.median(durations) + 5 > limit:
                     stopped = "time-limit"
                     break
         self.save()
