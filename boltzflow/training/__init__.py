@@ -1,7 +1,14 @@
-"""Training Boltzmann generators: objectives and the trainer (checkpoints, resume, limits)."""
+"""Training Boltzmann generators: objectives (reverse KL, maximum likelihood, stochastic
+normalizing flows, FAB, temperature annealing) and the trainer (checkpoints, resume, limits)."""
 
+from .annealing import TemperatureAnnealing, temperature_ladder
+from .fab import FAB
 from .objectives import forward_kl, reverse_kl
+from .snf import StochasticFlow, snf_forward_kl, snf_reverse_kl
 from .targets import BoltzmannTarget
 from .trainer import Schedule, Trainer, parse_duration
 
-__all__ = ["BoltzmannTarget", "Schedule", "Trainer", "forward_kl", "parse_duration", "reverse_kl"]
+__all__ = [
+    "FAB", "BoltzmannTarget", "Schedule", "StochasticFlow", "TemperatureAnnealing", "Trainer",
+    "forward_kl", "parse_duration", "reverse_kl", "snf_forward_kl", "snf_reverse_kl", "temperature_ladder",
+]

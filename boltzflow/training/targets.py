@@ -12,6 +12,9 @@ centres are handled explicitly:
   importance weight is e^-100 relative, so estimates are unaffected.
 - ``mirror="exclude"``: log p̃ = −inf (the strict target, for analysis).
 
+Temperature: the energy module gives u at its own temperature T₀; the target at T uses
+u·T₀/T (``temperature`` argument, or ``set_temperature`` during temperature annealing).
+
 Energies pass through ``regularize`` (linear up to ``energy_high`` kT, logarithmic above,
 NaN → +inf) unless ``energy_high`` is None, so a clash never produces NaN gradients.
 """
@@ -40,11 +43,13 @@ class BoltzmannTarget(nn.Module):
         mirror: ``"penalize"`` or ``"exclude"`` (see the module docstring).
         mirror_penalty: kT added to a wrong-handed sample's energy when penalising.
         energy_high: reduced energy above which ``regularize`` softens u; None: raw u.
+        temperature: K; default the energy module's temperature.
     """
 
     def __init__(self, energy: nn.Module, coordinates: InternalCoordinates,
                  chiral_centers: Sequence[dict] = (), mirror: str = "penalize",
-                 mirror_penalty: float = 100.0, energy_high: Optional[float] = 1e3):
+                 mirror_penalty: float = 100.0, energy_high: Optional[float] = 1e3,
+                 temperature: Optional[float] = None):
         super().__init__()
         if mirror not in MIRROR_MODES:
             raise ValueError(f"mirror must be one of {MIRROR_MODES}, got {mirror!r}")
@@ -53,11 +58,20 @@ class BoltzmannTarget(nn.Module):
         self.mirror, self.mirror_penalty, self.energy_high = mirror, mirror_penalty, energy_high
         self.domains = coordinates.domains
         self.evaluations = 0
+        self.set_temperature(temperature or energy.temperature)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Target the Boltzmann distribution at ``temperature`` (K)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive (K), got {temperature}")
+        self.temperature = float(temperature)
+        self.beta_factor = self.energy.temperature / self.temperature
 
     def evaluate(self, z: Tensor) -> dict[str, Tensor]:
-        """Everything about z [batch, dim]: positions, u (raw), log|det J|, chirality, log_p."""
+        """Everything about z [batch, dim]: positions, u (raw, at ``temperature``), log|det J|,
+        chirality, log_p."""
         xyz, log_det = self.coordinates(z)
-        u = self.energy(xyz)
+        u = self.energy(xyz) * self.beta_factor
         self.evaluations += len(z)
         u_train = u if self.energy_high is None else regularize(u, high=self.energy_high)
         right_handed = has_expected_chirality(xyz, self.chiral_centers)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..errors import BoltzflowError
 from ..io import atomic_path, load_checkpoint, save_checkpoint
 
-LossFn = Callable[[], tuple[Tensor, dict]]
+LossFn = Callable[[int], tuple[Tensor, dict]]
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s)
 
 
@@ -95,12 +95,14 @@ def _stop_on_signals(flag: dict) -> Iterator[None]:
 
 
 class Trainer:
-    """Minimise ``loss_fn()`` over ``model``'s parameters; write everything to ``run_dir``.
+    """Minimise ``loss_fn(step)`` over ``model``'s parameters; write everything to ``run_dir``.
 
     Args:
         model: the module to train (a ``Flow``, or a module holding it).
-        loss_fn: draws its own batch and returns ``(loss, stats)``; ``stats`` values are
-            floats logged to metrics (e.g. ``ess``, ``energy``, ``evaluations``).
+        loss_fn: called with the 0-based step; draws its own batch and returns
+            ``(loss, stats)``; ``stats`` values are floats logged to metrics (e.g. ``ess``).
+            If it has ``state_dict``/``load_state_dict`` (MCMC step sizes, a replay
+            buffer), that state is checkpointed too.
         schedule: ``Schedule``.
         run_dir: the run directory.
         config: the resolved configuration, saved in checkpoints (plain data).
@@ -127,8 +129,8 @@ class Trainer:
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.step, "skipped": self.skipped,
-                "config": self.config}
+                "step": self.step, "skipped": self.skipped, "config": self.config,
+                "objective": self.loss_fn.state_dict() if hasattr(self.loss_fn, "state_dict") else {}}
 
     def save(self) -> Path:
         return save_checkpoint(self.checkpoint_path, self.state())
@@ -142,6 +144,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.skipped = state["step"], state["skipped"]
+        if hasattr(self.loss_fn, "load_state_dict"):
+            self.loss_fn.load_state_dict(state["objective"])
         if self.metrics_path.is_file():
             kept = [line for line in self.metrics_path.read_text().splitlines()
                     if line and json.loads(line)["step"] <= self.step]
@@ -151,7 +155,7 @@ class Trainer:
     def _train_step(self) -> tuple[float, dict]:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr * self.schedule.factor(self.step)
-        loss, stats = self.loss_fn()
+        loss, stats = self.loss_fn(self.step)
         if not torch.isfinite(loss):
             return math.nan, stats
         self.optimizer.zero_grad(set_to_none=True)

@@ -84,7 +84,7 @@ def test_reverse_kl_steps_on_alanine_dipeptide_run_end_to_end(tmp_path):
     ic = SYSTEM.internal_coordinates().float()
     target = BoltzmannTarget(SYSTEM.energy().float(), ic, SYSTEM.chiral_centers)
     flow = spline_flow(ic.domains, layers=2, bins=4, hidden=(32,))
-    trainer = Trainer(flow, lambda: reverse_kl(flow, target, 16), Schedule(steps=3, lr=1e-3, log_every=1), tmp_path)
+    trainer = Trainer(flow, lambda step: reverse_kl(flow, target, 16), Schedule(steps=3, lr=1e-3, log_every=1), tmp_path)
     summary = trainer.run()
     assert summary["step"] == 3 and target.evaluations == 48
     assert (tmp_path / "model.pt").is_file() and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3

@@ -19,7 +19,7 @@ def make_trainer(run_dir, steps=12, seed=0, **schedule):
     torch.manual_seed(seed)
     target = ShiftedGaussian()
     flow = spline_flow(target.domains, layers=2, bins=4, hidden=(16,))
-    loss_fn = lambda: reverse_kl(flow, lambda x: -target(x), 32)
+    loss_fn = lambda step: reverse_kl(flow, lambda x: -target(x), 32)
     options = {"checkpoint_every": 5, "log_every": 1, **schedule}
     return Trainer(flow, loss_fn, Schedule(steps=steps, lr=1e-2, warmup=3, **options), run_dir,
                    config={"seed": seed})
@@ -82,7 +82,7 @@ def test_time_limit_stops_cleanly(tmp_path):
 def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     trainer = make_trainer(tmp_path, steps=6)
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.loss_fn = lambda: (sum(p.sum() for p in trainer.model.parameters()) * math.nan, {})
+    trainer.loss_fn = lambda step: (sum(p.sum() for p in trainer.model.parameters()) * math.nan, {})
     summary = trainer.run()
     assert summary["skipped"] == 6
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
@@ -106,7 +106,7 @@ def test_reverse_kl_learns_the_cylinder(tmp_path):
     target = Cylinder()
     flow = spline_flow(target.domains, layers=4, bins=8, hidden=(32, 32))
     log_p = lambda x: -target(x)
-    trainer = Trainer(flow, lambda: reverse_kl(flow, log_p, 256),
+    trainer = Trainer(flow, lambda step: reverse_kl(flow, log_p, 256),
                       Schedule(steps=300, lr=3e-3, log_every=100, checkpoint_every=10**6), tmp_path)
     trainer.run()
     with torch.no_grad():

@@ -1,0 +1,128 @@
+"""Stochastic normalizing flows (Wu, Köhler & Noé, NeurIPS 2020): flow layers interleaved with MCMC.
+
+A ``StochasticFlow`` splits a ``Flow``'s bijections into blocks and puts an MCMC layer after
+each block. Layer k targets the interpolation between the base density and the target,
+
+    log π_k(y) = (1 − λ_k) log q₀(y) + λ_k log p̃(y),      λ_k = k / K  (the last one is p̃),
+
+evaluated in the flow's own coordinates (every layer keeps the domains). A path
+y₀ ~ q₀ → … → y_T has the log-weight
+
+    log w = log p̃(y_T) − log q₀(y₀) + Σ log|det J_flow| + Σ ΔS_k,
+
+with ΔS the kernels' increments (``boltzflow.sampling.kernels``), so that E[w] = Z and
+self-normalised weights are exact importance weights for p̃.
+
+Training:
+- ``reverse_kl``: −E[log w] through reparameterised, differentiable kernels.
+- ``forward_kl`` on data: the backward path (each Metropolis–Hastings kernel is its own
+  backward kernel) from y_T = data to y₀; for MH kernels ΔS does not depend on the flow, so
+  the loss is −E[log q₀(y₀) + Σ log|det J_flow⁻¹|] on that path (Wu et al.'s ML bound).
+  Use Metropolis, MALA or HMC kernels (not unadjusted Langevin) for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..analysis.weights import kish_ess
+from ..flows import Flow
+from ..sampling import Kernel, LogDensity
+
+
+class StochasticFlow(nn.Module):
+    """A ``Flow`` with ``n_mcmc`` MCMC layers spread evenly over its bijections, the last one at the end.
+
+    Args:
+        flow: the deterministic part (its base and bijections are shared, not copied).
+        kernel: template kernel on ``flow.domains``; each layer gets its own copy (own step size).
+        n_mcmc: number K of MCMC layers.
+        steps_per_layer: MCMC moves per layer.
+    """
+
+    def __init__(self, flow: Flow, kernel: Kernel, n_mcmc: int = 2, steps_per_layer: int = 1):
+        super().__init__()
+        if int(n_mcmc) != n_mcmc or n_mcmc < 1:
+            raise ValueError(f"n_mcmc must be a positive integer, got {n_mcmc}")
+        if int(steps_per_layer) != steps_per_layer or steps_per_layer < 1:
+            raise ValueError(f"steps_per_layer must be a positive integer, got {steps_per_layer}")
+        self.flow, self.steps_per_layer = flow, int(steps_per_layer)
+        n_layers = len(flow.bijections)
+        # MCMC layer k (1-based) follows flow layer ceil(k·L/K): blocks[k-1] = flow layers before it
+        ends = [math.ceil(k * n_layers / n_mcmc) for k in range(1, n_mcmc + 1)]
+        self.blocks = [range(start, end) for start, end in zip([0] + ends[:-1], ends)]
+        self.lambdas = [k / n_mcmc for k in range(1, n_mcmc + 1)]
+        self.kernels = nn.ModuleList(copy.deepcopy(kernel) for _ in range(n_mcmc))
+
+    @property
+    def domains(self):
+        return self.flow.domains
+
+    def _level(self, log_p_fn: LogDensity, lam: float) -> LogDensity:
+        if lam == 1.0:
+            return log_p_fn
+        return lambda y: (1 - lam) * self.flow.base.log_prob(y) + lam * log_p_fn(y)
+
+    def sample_with_log_weights(self, n: int, log_p_fn: LogDensity,
+                                differentiable: bool = True) -> tuple[Tensor, Tensor, dict]:
+        """Run ``n`` paths; returns y_T [n, dim], log w [n] (−inf for failed paths) and
+        ``{"acceptance": [K] mean acceptance per layer, "log_p": log p̃(y_T) [n]}``.
+
+        ``differentiable=False`` runs without a graph (for sampling)."""
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            y = self.flow.base.rsample(n)
+            log_w = -self.flow.base.log_prob(y)
+            acceptance = y.new_zeros(len(self.kernels))
+            log_p = None
+            for k, (block, kernel, lam) in enumerate(zip(self.blocks, self.kernels, self.lambdas)):
+                for i in block:
+                    y, log_det = self.flow.bijections[i](y)
+                    log_w = log_w + log_det
+                kernel.differentiable = differentiable
+                level, log_pi, grad = self._level(log_p_fn, lam), None, None
+                for _ in range(self.steps_per_layer):
+                    y, info = kernel(y, level, log_pi, grad)
+                    log_pi, grad = info.log_p, info.grad
+                    log_w = log_w + info.log_weight_delta
+                    acceptance[k] += info.acceptance.detach().mean() / self.steps_per_layer
+                log_p = log_pi
+            log_w = (log_w + log_p).nan_to_num(nan=-math.inf, posinf=-math.inf)
+        return y, log_w, {"acceptance": acceptance, "log_p": log_p}
+
+    def backward_path(self, data: Tensor, log_p_fn: LogDensity) -> tuple[Tensor, Tensor]:
+        """Map data [n, dim] back to the base along a stochastic path; returns (y₀ [n, dim],
+        log q₀(y₀) + Σ log|det J_flow⁻¹| [n]), differentiable in the flow's parameters."""
+        y, log_q = data, data.new_zeros(len(data))
+        for block, kernel, lam in reversed(list(zip(self.blocks, self.kernels, self.lambdas))):
+            kernel.differentiable = False
+            level = self._level(log_p_fn, lam)
+            with torch.no_grad():
+                for _ in range(self.steps_per_layer):
+                    y, _ = kernel.step(y, level)
+            for i in reversed(block):
+                y, log_det = self.flow.bijections[i].inverse(y)
+                log_q = log_q + log_det
+        return y, log_q + self.flow.base.log_prob(y)
+
+
+def snf_reverse_kl(snf: StochasticFlow, log_p: LogDensity, batch_size: int) -> tuple[Tensor, dict]:
+    """−E[log w] over ``batch_size`` differentiable paths (failed paths left out and counted)."""
+    _, log_w, info = snf.sample_with_log_weights(batch_size, log_p, differentiable=True)
+    finite = torch.isfinite(log_w)
+    loss = -log_w[finite].mean() if finite.any() else log_w.new_tensor(float("nan"))
+    stats = {"ess": kish_ess(log_w.detach()).item(), "excluded": int((~finite).sum())}
+    stats.update({f"acceptance_{k}": float(a) for k, a in enumerate(info["acceptance"])})
+    return loss, stats
+
+
+def snf_forward_kl(snf: StochasticFlow, log_p: LogDensity, data: Tensor) -> tuple[Tensor, dict]:
+    """−E_data[log q₀(y₀) + Σ log|det J⁻¹|] along backward paths from the data."""
+    _, log_q = snf.backward_path(data, log_p)
+    finite = torch.isfinite(log_q)
+    loss = -log_q[finite].mean() if finite.any() else log_q.new_tensor(float("nan"))
+    return loss, {"excluded": int((~finite).sum())}
