@@ -144,6 +144,17 @@ def example(
     console.print(f"final negative log-likelihood {result.final_loss:.3f} (optimum {optimum:.3f})")
 
 
+# Commands that live in their own modules.
+from boltzflow.cli import train as _train  # noqa: E402
+
+app.command("train")(_train.train)
+
+from boltzflow.cli import hpc as _hpc  # noqa: E402
+
+app.command("sweep")(_hpc.sweep)
+app.command("collect")(_hpc.collect)
+
+
 def main() -> None:
     """Console entry point: user errors become one red line and exit code 2."""
     try:

@@ -118,6 +118,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr)
         self.step = 0
         self.skipped = 0
+        self.elapsed = 0.0  # wall time (s) of earlier invocations of this run
 
     @property
     def checkpoint_path(self) -> Path:
@@ -129,7 +130,7 @@ class Trainer:
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.step, "skipped": self.skipped, "config": self.config,
+                "step": self.step, "skipped": self.skipped, "config": self.config, "elapsed": self.elapsed,
                 "objective": self.loss_fn.state_dict() if hasattr(self.loss_fn, "state_dict") else {}}
 
     def save(self) -> Path:
@@ -143,7 +144,7 @@ class Trainer:
         state = load_checkpoint(self.checkpoint_path, map_location=device, restore_rng=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.skipped = state["step"], state["skipped"]
+        self.step, self.skipped, self.elapsed = state["step"], state["skipped"], state["elapsed"]
         if hasattr(self.loss_fn, "load_state_dict"):
             self.loss_fn.load_state_dict(state["objective"])
         if self.metrics_path.is_file():
@@ -174,6 +175,8 @@ class Trainer:
             self.restore()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         start, flag, durations = time.monotonic(), {}, deque(maxlen=64)  # recent step times
+        earlier = self.elapsed
+        wall_time = lambda: earlier + time.monotonic() - start  # noqa: E731  (over all invocations)
         stopped = "done"
         self.model.train()
         with _stop_on_signals(flag), open(self.metrics_path, "a") as metrics:
@@ -188,12 +191,13 @@ class Trainer:
                 if self.step % self.schedule.log_every == 0 or self.step == self.schedule.steps:
                     if self.evaluate is not None:
                         record.update(self.evaluate())
-                    record["wall_time"] = time.monotonic() - start
+                    record["wall_time"] = wall_time()
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                 if on_step is not None:
                     on_step(self.step, record)
                 if self.step % self.schedule.checkpoint_every == 0:
+                    self.elapsed = wall_time()
                     self.save()
                 if flag:
                     stopped = "signal"
@@ -202,9 +206,10 @@ class Trainer:
                 if limit is not None and time.monotonic() - start + 3 * statistics.median(durations) + 5 > limit:
                     stopped = "time-limit"
                     break
+        self.elapsed = wall_time()
         self.save()
         if stopped == "done":
             with atomic_path(self.run_dir / "model.pt") as tmp:
                 torch.save(self.model.state_dict(), tmp)
         return {"stopped": stopped, "signal": flag.get("signal"), "step": self.step,
-                "skipped": self.skipped, "wall_time": time.monotonic() - start}
+                "skipped": self.skipped, "wall_time": self.elapsed}

@@ -1,0 +1,284 @@
+"""A training run of a molecular Boltzmann generator, from a resolved configuration to a run directory.
+
+``build_run(config)`` assembles the pieces named by the configuration (``config``): the
+system, its internal coordinates, the flow over their domains, the Boltzmann target and,
+for ``snf``, the stochastic flow. ``train(config, out)`` trains it with the objective of
+the configuration and writes the run directory::
+
+    config.toml   metrics.jsonl   checkpoints/last.pt   model.pt   summary.json
+
+``load_run(out)`` rebuilds the trained model from a run directory, for sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
+from ..errors import BoltzflowError
+from ..flows import Flow, spline_flow
+from ..io import atomic_path, read_toml, write_toml
+from ..sampling import AIS, HMC, MALA, Metropolis
+from ..systems import System, load_system
+from .annealing import TemperatureAnnealing, temperature_ladder
+from .config import resolve_config
+from .fab import FAB
+from .objectives import forward_kl, reverse_kl
+from .snf import StochasticFlow, snf_forward_kl, snf_reverse_kl
+from .targets import BoltzmannTarget
+from .trainer import Schedule, Trainer, parse_duration
+
+KERNEL_CLASSES = {"metropolis": Metropolis, "mala": MALA, "hmc": HMC}
+EARLY_STOP_EXIT_CODE = 75  # EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BoltzflowError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BoltzflowError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+@dataclass
+class Run:
+    """The model of a run and everything needed to sample it (shapes: z [n, dim], xyz [n, atoms, 3] nm).
+
+    ``model`` is what is trained and saved: the ``flow``, or the ``StochasticFlow`` holding it.
+    """
+
+    config: dict
+    system: System
+    flow: Flow
+    target: BoltzmannTarget
+    snf: Optional[StochasticFlow] = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.snf if self.snf is not None else self.flow
+
+    @property
+    def coordinates(self):
+        return self.target.coordinates
+
+    def draw(self, n: int) -> dict[str, Tensor]:
+        """``n`` samples without gradients: z, xyz, u (kT at the target temperature), log|det J|,
+        right_handed, log_p (target, unnormalised), log_w (importance log-weights) and,
+        for plain flows, log_q (for SNFs log_q is log p − log w, the path's effective density)."""
+        with torch.no_grad():
+            if self.snf is None:
+                z, log_q = self.flow.sample_and_log_prob(n)
+                out = self.target.evaluate(z)
+                log_w = out["log_p"] - log_q
+            else:
+                z, log_w, _ = self.snf.sample_with_log_weights(n, self.target, differentiable=False)
+                out = self.target.evaluate(z)
+                log_q = out["log_p"] - log_w
+        return {"z": z, **out, "log_q": log_q, "log_w": log_w}
+
+    def draw_batches(self, n: int, batch_size: int) -> dict[str, Tensor]:
+        """``draw(n)`` in batches of at most ``batch_size`` (bounded memory)."""
+        parts = [self.draw(min(batch_size, n - start)) for start in range(0, n, batch_size)]
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+    def report(self, n: int) -> dict[str, float]:
+        """ESS, log Z, mean energy, mirror-image fraction and state populations from ``n`` samples.
+
+        Populations ``pop_<state>`` are importance-reweighted; ``raw_<state>`` are the flow's own.
+        The target evaluations this costs are not counted as training evaluations."""
+        evaluations = self.target.evaluations
+        samples = self.draw_batches(n, self.config["eval_batch_size"])
+        self.target.evaluations = evaluations
+        log_w = samples["log_w"].double()
+        finite_u = torch.isfinite(samples["u"])
+        result = {"ess": kish_ess(log_w).item(), "log_z": log_normalizer(log_w).item(),
+                  "energy": samples["u"][finite_u].mean().item() if finite_u.any() else math.inf,
+                  "mirror": 1.0 - samples["right_handed"].double().mean().item()}
+        weights = normalized_log_weights(log_w).exp()
+        cvs = self.system.collective_variables(samples["xyz"])
+        for name, state in self.system.states.items():
+            inside = state.contains(cvs)
+            result[f"pop_{name}"] = weights[inside].sum().item()
+            result[f"raw_{name}"] = inside.double().mean().item()
+        return result
+
+
+def _kernel(name: str, step_size: float, domains, **options):
+    return KERNEL_CLASSES[name](step_size, domains=domains, **options)
+
+
+def build_run(config: dict) -> Run:
+    """The system, coordinates, flow, target (and SNF) of a resolved configuration, on its device."""
+    device, dtype = _device(config["device"]), getattr(torch, config["dtype"])
+    system = load_system(config["system"])
+    energy_options = config["energy"]
+    if energy_options["backend"] == "openmm":
+        energy = system.energy("openmm")
+    else:
+        energy = system.energy("torch", compile=energy_options["compile"]).to(device, dtype)
+    coordinates = system.internal_coordinates().to(device, dtype)
+    target = BoltzmannTarget(energy, coordinates, system.chiral_centers, mirror=energy_options["mirror"],
+                             mirror_penalty=energy_options["mirror_penalty"],
+                             energy_high=energy_options["energy_high"] or None,
+                             temperature=config["temperature"] or system.temperature)
+    torch.manual_seed(config["seed"])
+    model = config["model"]
+    flow = spline_flow(coordinates.domains, layers=model["layers"], bins=model["bins"],
+                       hidden=tuple(model["hidden"]), circular_shift=model["circular_shift"],
+                       seed=config["seed"]).to(device, dtype)
+    snf = None
+    if config["objective"] == "snf":
+        options = config["snf"]
+        kernel = _kernel(options["kernel"], options["step_size"], flow.domains)
+        snf = StochasticFlow(flow, kernel, n_mcmc=options["layers"],
+                             steps_per_layer=options["steps_per_layer"]).to(device, dtype)
+    return Run(config, system, flow, target, snf)
+
+
+def _load_data(run: Run) -> Tensor:
+    """The ``data`` file's conformations as internal coordinates z [frames, dim] on the run's device."""
+    import mdtraj
+
+    path = Path(run.config["data"])
+    if not path.is_file():
+        raise BoltzflowError(f"data file {path} not found (objective ml needs conformations)")
+    try:
+        traj = mdtraj.load(str(path)) if path.suffix == ".h5" else \
+            mdtraj.load(str(path), top=str(run.system.folder / "structure.pdb"))
+    except Exception as exc:  # mdtraj raises many kinds for unreadable files
+        raise BoltzflowError(f"cannot read {path} as a trajectory: {exc}") from None
+    if traj.n_atoms != run.system.n_atoms:
+        raise BoltzflowError(f"{path} has {traj.n_atoms} atoms per frame, system {run.system.name} has "
+                             f"{run.system.n_atoms}")
+    param = next(run.flow.parameters())
+    xyz = torch.as_tensor(traj.xyz, dtype=param.dtype, device=param.device)
+    with torch.no_grad():
+        z, _ = run.coordinates.inverse(xyz)
+    return z
+
+
+class _Objective:
+    """The configured objective as a trainer loss: ``loss, stats = objective(step)``; counts
+    training target evaluations and checkpoints its state."""
+
+    def __init__(self, run: Run):
+        config, flow, target = run.config, run.flow, run.target
+        batch, name = config["batch_size"], config["objective"]
+        self.run = run
+        if name == "rkl":
+            inner: Callable = lambda step: reverse_kl(flow, target, batch)
+        elif name == "snf":
+            data = _load_data(run) if config["data"] else None
+            inner = (lambda step: snf_reverse_kl(run.snf, target, batch)) if data is None else \
+                (lambda step: snf_forward_kl(run.snf, target, data[torch.randint(len(data), (batch,), device=data.device)]))
+        elif name == "ml":
+            data = _load_data(run)
+            inner = lambda step: forward_kl(flow, data[torch.randint(len(data), (batch,), device=data.device)])
+        else:
+            options = config["fab"]
+            kernel = HMC(options["step_size"], n_leapfrog=options["n_leapfrog"], domains=flow.domains)
+            ais = AIS(kernel, options["n_intermediate"], spacing=options["spacing"]).to(
+                next(flow.parameters()).device)
+            inner = FAB(flow, target, ais, batch, buffer_capacity=options["buffer_batches"] * batch,
+                        updates_per_ais=options["updates_per_ais"])
+        anneal = config["anneal"]
+        if anneal["start"]:
+            ladder = temperature_ladder(anneal["start"], target.temperature, anneal["stages"])
+            inner = TemperatureAnnealing(inner, flow, target, target.set_temperature, ladder, config["steps"],
+                                         batch, anneal["samples"], anneal["first_fraction"])
+        self.inner = inner
+
+    def __call__(self, step: int) -> tuple[Tensor, dict]:
+        loss, stats = self.inner(step)
+        return loss, {**stats, "evaluations": self.run.target.evaluations}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"evaluations": self.run.target.evaluations}
+        if hasattr(self.inner, "state_dict"):
+            state["inner"] = self.inner.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run.target.evaluations = int(state["evaluations"])
+        if "inner" in state:
+            self.inner.load_state_dict(state["inner"])
+
+
+def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
+    """Check ``out`` and write config.toml; returns whether to resume from a checkpoint."""
+    checkpoint = out / "checkpoints" / "last.pt"
+    if resume and checkpoint.is_file():
+        saved = read_toml(out / "config.toml")
+        if saved != config:
+            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            if set(changed) - {"steps", "time_limit"}:
+                raise BoltzflowError(f"cannot resume {out}: its config.toml differs in {', '.join(changed)}; "
+                                     "only steps and time_limit may change on --resume")
+        write_toml(out / "config.toml", config)
+        return True
+    if checkpoint.is_file():
+        raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_toml(out / "config.toml", config)
+    return False
+
+
+def train(config: dict, out: Union[str, Path], resume: bool = False,
+          on_step: Optional[Callable[[int, dict], None]] = None) -> dict:
+    """Train the configured model into run directory ``out``; returns the summary (also
+    written to ``out/summary.json``).
+
+    ``resume``: continue from ``out/checkpoints/last.pt`` when it exists (else start).
+    The summary's ``stopped`` is ``done``, ``time-limit`` or ``signal``."""
+    out = Path(out)
+    run = build_run(config)
+    config = dict(config, temperature=run.target.temperature)
+    resuming = _prepare_run_dir(out, config, resume)
+    schedule = Schedule(steps=config["steps"], lr=config["lr"], lr_min=config["lr_min"],
+                        warmup=config["warmup"], clip_grad_norm=config["clip_grad_norm"],
+                        checkpoint_every=config["checkpoint_every"], log_every=config["log_every"],
+                        time_limit=parse_duration(config["time_limit"]) if config["time_limit"] else None)
+
+    def evaluate() -> dict:
+        report = run.report(config["eval_batch_size"])
+        return {"eval_ess": report.pop("ess"), **{k: v for k, v in report.items() if not k.startswith("pop_")}}
+
+    trainer = Trainer(run.model, _Objective(run), schedule, out, config, evaluate)
+    result = trainer.run(resume=resuming, on_step=on_step)
+    final = run.report(config["final_samples"]) if result["stopped"] == "done" else {}
+    summary = {"system": run.system.name, "objective": config["objective"], "seed": config["seed"],
+               "temperature": run.target.temperature, **result, "steps": config["steps"],
+               "evaluations": run.target.evaluations, **final}
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
+    """Rebuild a trained run from its directory (``model.pt``, else the last checkpoint)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise BoltzflowError(f"{run_dir} is not a run directory (no config.toml); train one with boltzflow train")
+    config = resolve_config(options=read_toml(run_dir / "config.toml"))
+    if device is not None:
+        config["device"] = device
+    run = build_run(config)
+    location = _device(config["device"])
+    if (run_dir / "model.pt").is_file():
+        state = torch.load(run_dir / "model.pt", map_location=location, weights_only=True)
+    elif (run_dir / "checkpoints" / "last.pt").is_file():
+        state = torch.load(run_dir / "checkpoints" / "last.pt", map_location=location, weights_only=True)["model"]
+    else:
+        raise BoltzflowError(f"{run_dir} holds no trained model yet (no model.pt or checkpoints/last.pt)")
+    run.model.load_state_dict(state)
+    run.model.eval()
+    return run

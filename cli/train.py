@@ -1,0 +1,93 @@
+"""``boltzflow train``: train a Boltzmann generator for a molecular system into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+
+
+def _default_out(system: str, objective: str, seed: int) -> Path:
+    path = Path(system)
+    name = path.parent.name if path.suffix == ".toml" else path.name
+    return Path("runs") / f"{name}-{objective}-seed{seed}"
+
+
+def _summary_table(summary: dict, out: Path) -> Table:
+    table = Table(title=f"{summary['system']} · {summary['objective']} · seed {summary['seed']}", show_header=False)
+    table.add_row("stopped", f"{summary['stopped']} at step {summary['step']:,} of {summary['steps']:,}")
+    if "ess" in summary:
+        table.add_row("ESS (Kish)", f"[bold]{100 * summary['ess']:.1f}%[/bold] of {summary.get('samples', 0):,} samples")
+        populations = [k for k in summary if k.startswith("pop_")]
+        for key in populations:
+            table.add_row(f"population {key[4:]}", f"{100 * summary[key]:.2f}% (flow alone {100 * summary['raw_' + key[4:]]:.2f}%)")
+        table.add_row("mirror images", f"{100 * summary['mirror']:.2f}% of flow samples")
+    table.add_row("target evaluations", f"{summary['evaluations']:,}")
+    table.add_row("wall time", f"{summary['wall_time'] / 60:.1f} min")
+    if summary["skipped"]:
+        table.add_row("skipped steps", f"{summary['skipped']} (non-finite loss or gradient)")
+    table.add_row("run directory", str(out))
+    return table
+
+
+def train(
+    system: str = typer.Argument(..., help="System name (see boltzflow systems), folder or system.toml."),
+    objective: Optional[str] = typer.Option(None, help="rkl (reverse KL), ml (data), snf or fab. Default: rkl."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Training steps."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Samples per step."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (Adam, cosine decay)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any settings (see config.toml of a run)."),
+    preset: str = typer.Option("default", help="default (about 20 min on 2 CPU cores) or literature (published budget)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory. Default: runs/SYSTEM-OBJECTIVE-seedS."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: cpu."),
+    seed: Optional[int] = typer.Option(None, help="Random seed. Default: 0."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (starts it if none)."),
+    time_limit: Optional[str] = typer.Option(None, help="Stop cleanly with a checkpoint before this wall time, e.g. 3h50m."),
+    assignments: list[str] = typer.Option([], "--set", help="Any setting as KEY=VALUE, e.g. --set fab.n_intermediate=8."),
+) -> None:
+    """Train a flow to the Boltzmann distribution of a molecular system.
+
+    Writes OUT/config.toml (the resolved settings), metrics.jsonl, checkpoints/last.pt, model.pt and summary.json.
+
+    SIGTERM, SIGINT and SIGUSR1 stop with a checkpoint; so does --time-limit. Exit code 0: finished; 75: stopped early, run again with --resume.
+
+    [bold]Examples[/bold]:
+      boltzflow train alanine-dipeptide
+      boltzflow train alanine-dipeptide --objective fab --steps 20000 --out runs/fab
+      boltzflow train alanine-dipeptide --set anneal.start=1200 --time-limit 3h50m --resume --out runs/ta
+    """
+    from boltzflow.training.config import resolve_config
+    from boltzflow.training.run import EARLY_STOP_EXIT_CODE
+    from boltzflow.training.run import train as train_run
+
+    options = {"objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "device": device,
+               "seed": seed, "time_limit": time_limit}
+    settings = resolve_config(system, preset, config, options, assignments)
+    out = out or _default_out(system, settings["objective"], settings["seed"])
+    columns = (TextColumn("[bold]training[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("training", total=settings["steps"], info="")
+        state: dict = {}
+
+        def on_step(step: int, record: dict) -> None:
+            if "eval_ess" in record:
+                state["eval"] = f"ESS {100 * record['eval_ess']:.1f}%"
+            loss = record["loss"]
+            info = f"loss {loss:.2f}" if loss == loss else "loss skipped"
+            bar.update(task, completed=step, info=f"{info}  {state.get('eval', '')}  evals {record.get('evaluations', 0):,}")
+
+        console.print(f"training {settings['objective']} on {settings['system']} → {out}")
+        summary = train_run(settings, out, resume=resume, on_step=on_step)
+    summary["samples"] = settings["final_samples"]
+    console.print(_summary_table(summary, out))
+    if summary["stopped"] != "done":
+        console.print(f"stopped early ({summary['stopped']}); continue with: boltzflow train {system} --out {out} --resume")
+        raise typer.Exit(EARLY_STOP_EXIT_CODE)
+    console.print(f"ESS {100 * summary['ess']:.1f}%")

@@ -1,0 +1,130 @@
+"""Training runs of alanine dipeptide end to end: CLI, run directory, exact resume, signals,
+time limit, maximum likelihood from a trajectory file, loading a trained run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from boltzflow.cli.app import app
+from boltzflow.errors import BoltzflowError
+from boltzflow.io import load_checkpoint
+from boltzflow.systems import load_system
+from boltzflow.training.config import resolve_config
+from boltzflow.training.run import EARLY_STOP_EXIT_CODE, load_run, train
+
+TINY = ["log_every=1", "eval_batch_size=32", "final_samples=64", "model.layers=2", "model.hidden=[16]"]
+
+
+def tiny(objective="rkl", *extra):
+    return resolve_config("alanine-dipeptide", options={"objective": objective, "steps": 6, "batch_size": 16},
+                          assignments=TINY + list(extra))
+
+
+def losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_smoke_writes_the_run_directory(tmp_path):
+    out = tmp_path / "tmp"
+    result = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "3", "--batch-size", "16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("config.toml", "metrics.jsonl", "checkpoints/last.pt", "model.pt", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "done" and summary["step"] == 3 and summary["evaluations"] == 3 * 16
+    assert "ESS" in result.output
+    again = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "3", "--out", str(out)])
+    assert again.exit_code != 0 and "pass --resume" in str(again.exception)
+
+
+@pytest.mark.parametrize("objective, extra", [
+    ("rkl", ()),
+    ("fab", ("fab.n_intermediate=2", "fab.n_leapfrog=2", "fab.buffer_batches=4", "fab.updates_per_ais=2")),
+    ("snf", ("snf.layers=2",)),
+    ("rkl", ("anneal.start=900.0", "anneal.stages=3", "anneal.samples=64")),
+])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, objective, extra):
+    config = tiny(objective, *extra)
+    whole = train(config, tmp_path / "whole")
+    assert whole["stopped"] == "done"
+
+    def stop_at_3(step, record):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    first = train(config, tmp_path / "split", on_step=stop_at_3)
+    assert first["stopped"] == "signal" and first["step"] == 3
+    second = train(config, tmp_path / "split", resume=True)
+    assert second["stopped"] == "done" and second["evaluations"] == whole["evaluations"]
+    assert losses(tmp_path / "split") == losses(tmp_path / "whole")
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path):
+    config = tiny()
+    train(config, tmp_path, on_step=lambda step, _: step == 2 and os.kill(os.getpid(), signal.SIGUSR1))
+    with pytest.raises(BoltzflowError, match="differs in lr"):
+        train(dict(config, lr=1.0), tmp_path, resume=True)
+    assert train(dict(config, steps=8), tmp_path, resume=True)["step"] == 8
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    summary = train(tiny("rkl", 'time_limit="1s"'), tmp_path)
+    assert summary["stopped"] == "time-limit" and summary["step"] < 6
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == summary["step"]
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_sigterm_leaves_a_loadable_checkpoint_and_exit_code_75(tmp_path):
+    command = [sys.executable, "-m", "boltzflow.cli.app", "train", "alanine-dipeptide", "--steps", "100000",
+               "--batch-size", "16", "--out", str(tmp_path)] + [a for s in TINY for a in ("--set", s)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (tmp_path / "metrics.jsonl").is_file():
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EARLY_STOP_EXIT_CODE, err
+    step = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"]
+    assert step >= 1
+    assert json.loads((tmp_path / "summary.json").read_text())["stopped"] == "signal"
+
+
+def test_maximum_likelihood_from_an_mdtraj_file(tmp_path):
+    system = load_system("alanine-dipeptide")
+    rng = np.random.default_rng(0)
+    frames = system.positions[None] + 0.002 * rng.standard_normal((40, system.n_atoms, 3))
+    mdtraj.Trajectory(frames.astype(np.float32), system.topology).save_hdf5(str(tmp_path / "md.h5"))
+    config = tiny("ml", f'data="{tmp_path / "md.h5"}"')
+    summary = train(config, tmp_path / "run")
+    assert summary["stopped"] == "done"
+    assert all(np.isfinite(losses(tmp_path / "run")))
+    with pytest.raises(BoltzflowError, match="not found"):
+        train(tiny("ml", f'data="{tmp_path / "none.h5"}"'), tmp_path / "run2")
+
+
+def test_load_run_rebuilds_the_trained_model(tmp_path):
+    config = tiny()
+    train(config, tmp_path)
+    run = load_run(tmp_path)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(v, run.model.state_dict()[k]) for k, v in state.items())
+    samples = run.draw_batches(40, 16)
+    assert samples["xyz"].shape == (40, 22, 3) and samples["log_w"].shape == (40,)
+    with pytest.raises(BoltzflowError, match="not a run directory"):
+        load_run(tmp_path / "checkpoints")
