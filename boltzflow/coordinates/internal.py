@@ -2,7 +2,8 @@
 
 Base side (the flow's side): a flat vector z [batch, dim] laid out as
 ``[bonds | angles | dihedrals | Cartesian PCA]``, normalised as in ``normalization``; its
-``domains`` are ``Interval`` for bonds and angles, ``Circle`` for dihedrals and ``Real`` for
+``domains`` are ``Interval`` for bonds, angles and branch dihedrals, ``Circle`` for the other
+dihedrals and ``Real`` for
 the PCA coordinates of the mixed layout, so ``spline_flow(ic.domains)`` fits it directly.
 Data side: positions [batch, n_atoms, 3] in nm, defined up to a rigid-body motion.
 
@@ -74,7 +75,8 @@ class InternalCoordinates(Bijection):
         _check_frames(ref, dihedrals)
         normalization = Normalization(
             bond_lengths(ref, bonds), bond_angles(ref, angles), dihedral_angles(ref, dihedrals),
-            width, bond_scale, angle_scale, [f"angle {'-'.join(map(str, a))}" for a in zmatrix.angles])
+            width, bond_scale, angle_scale, [f"angle {'-'.join(map(str, a))}" for a in zmatrix.angles],
+            zmatrix.branch_dihedrals)
         block = None
         if zmatrix.is_mixed:
             block = CartesianBlock(ref[:, list(zmatrix.cartesian)], cartesian_scale)

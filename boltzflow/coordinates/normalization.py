@@ -5,6 +5,7 @@ With a reference (one structure, or data frames) and scales s::
     bond      u = (b - b_ref) / s_b     Interval: b in [max(b_ref - h s_b, b_ref / 2), b_ref + h s_b]
     angle     u = (θ - θ_ref) / s_θ     Interval: θ in [max(θ_ref - h s_θ, δ), min(θ_ref + h s_θ, π - δ)]
     dihedral  u = wrap(φ - φ_ref)       Circle: [-π, π)
+    branch dihedral                     Interval: u in [-h_br, h_br]
 
 * reference: the mean bond and angle over the frames and the circular mean dihedral
   (one structure: its own values).
@@ -16,6 +17,13 @@ With a reference (one structure, or data frames) and scales s::
   ``width`` = 8 scales: thermal fluctuations fill about an eighth of each half-interval,
   and a harmonic bond or angle at the edge costs 8²/2 = 32 kT, so no conformation of the
   target temperature falls outside while the data all lie well inside.
+* branch dihedrals (``ZMatrix.branch_dihedrals``: an atom placed against a sibling
+  substituent, e.g. Cβ–Cα–N–C′) are stiff, a few degrees around ±120° or 180°; h_br =
+  max(``BRANCH_WIDTH`` = 0.8 rad, 1.25 × the largest |u| of any frame). A tetrahedral
+  branch sits 55–65° from the plane of the others, so ±0.8 rad (46°, 6–9 thermal standard
+  deviations) keeps every substituent on its side. This fixes the handedness of chiral centres
+  (no mirror images: L-alanine stays L) and the labelling of equivalent hydrogens. Frames
+  that span more than ±π/1.25 leave it a circle.
 * angles stay δ = ``ANGLE_MARGIN`` (0.05 rad) away from 0 and π, where the dihedral of the
   next atom is undefined; bonds stay above half their reference length.
 
@@ -39,6 +47,7 @@ MIN_BOND_SCALE = 1e-4    # nm
 MIN_ANGLE_SCALE = 1e-3   # rad
 ANGLE_MARGIN = 0.05      # rad
 WIDTH = 8.0              # scales
+BRANCH_WIDTH = 0.8       # rad
 
 
 def circular_mean(angles: Tensor, dim: int = 0) -> Tensor:
@@ -54,11 +63,12 @@ class Normalization(nn.Module):
             and [frames, n_dihedrals] (rad).
         width, bond_scale, angle_scale: see the module docstring.
         angle_names: one label per angle, for error messages.
+        branch: per dihedral, whether it is a branch dihedral (interval domain).
     """
 
     def __init__(self, bonds: Tensor, angles: Tensor, dihedrals: Tensor, width: float = WIDTH,
                  bond_scale: float = BOND_SCALE, angle_scale: float = ANGLE_SCALE,
-                 angle_names: Sequence[str] = ()):
+                 angle_names: Sequence[str] = (), branch: Sequence[bool] = ()):
         super().__init__()
         if not (width > 0 and bond_scale > 0 and angle_scale > 0):
             raise ValueError(f"width, bond_scale and angle_scale must be positive, got "
@@ -86,7 +96,7 @@ class Normalization(nn.Module):
         self.domains: tuple[Domain, ...] = (
             tuple(Interval(lo, hi) for lo, hi in zip(b_low.tolist(), b_half.tolist()))
             + tuple(Interval(lo, hi) for lo, hi in zip(a_low.tolist(), a_high.tolist()))
-            + (Circle(),) * dihedrals.shape[-1])
+            + tuple(self._dihedral_domains(dihedrals, branch)))
         self.n_bonds, self.n_angles = len(b_ref), len(a_ref)
         self.register_buffer("bond_ref", b_ref)
         self.register_buffer("bond_scale", b_scale)
@@ -94,6 +104,15 @@ class Normalization(nn.Module):
         self.register_buffer("angle_scale", a_scale)
         self.register_buffer("dihedral_ref", circular_mean(dihedrals))
         self.log_scale = float(b_scale.log().sum() + a_scale.log().sum())
+
+    @staticmethod
+    def _dihedral_domains(dihedrals: Tensor, branch: Sequence[bool]) -> list[Domain]:
+        spread = wrap(dihedrals - circular_mean(dihedrals)).abs().amax(0)
+        domains: list[Domain] = []
+        for k, half in enumerate((1.25 * spread).clamp_min(BRANCH_WIDTH).tolist()):
+            is_branch = k < len(branch) and branch[k] and half < math.pi
+            domains.append(Interval(-half, half) if is_branch else Circle())
+        return domains
 
     def normalize(self, bonds: Tensor, angles: Tensor, dihedrals: Tensor) -> Tensor:
         """Physical values [batch, n_*] (nm, rad) → normalised coordinates [batch, dim]."""

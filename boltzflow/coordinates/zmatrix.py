@@ -95,6 +95,16 @@ class ZMatrix:
     def dihedrals(self) -> list[tuple[int, int, int, int]]:
         return [r for r in self.rows if r[3] != NONE]
 
+    @property
+    def branch_dihedrals(self) -> list[bool]:
+        """Per dihedral: its dihedral reference is bonded (by a row) to its bond reference.
+
+        Such a dihedral a-b-c-d places a relative to a sibling substituent d of b: it is
+        stiff (fixed by b's geometry, ±120° or 180°) and its sign fixes the handedness of b.
+        """
+        bonded = {frozenset(pair) for pair in self.bonds}
+        return [frozenset((r[1], r[3])) in bonded for r in self.dihedrals]
+
     def dihedral_index(self, atoms: Sequence[int]) -> int:
         """Position among ``dihedrals`` of the torsion over ``atoms`` (either direction)."""
         quad = tuple(atoms)

@@ -6,11 +6,16 @@ with ``x(z)`` the ``InternalCoordinates`` map (rigid-body motion integrated out)
 a reduced energy (torch or OpenMM backend). Mirror images at the declared chiral
 centres are handled explicitly:
 
-- ``mirror="penalize"`` (default): ``u + mirror_penalty`` (kT) for a wrong-handed sample.
-  Training needs this: a sample with log p̃ = −inf drops out of a reverse-KL batch and
-  gives the flow no gradient away from the mirror image. With the default 100 kT its
-  importance weight is e^-100 relative, so estimates are unaffected.
+- ``mirror="penalize"`` (default): ``u + mirror_penalty`` (kT) for a wrong-handed sample:
+  its importance weight is e^-100 relative, so estimates are unaffected, while it stays in
+  a training batch (with ``-inf`` it would drop out of the loss and its log q term with it).
 - ``mirror="exclude"``: log p̃ = −inf (the strict target, for analysis).
+
+In the internal layout the flow cannot produce mirror images at all: the branch dihedrals
+that fix each centre's handedness are intervals (``boltzflow.coordinates.normalization``).
+A constant penalty adds no pathwise gradient, so that structural fix is what keeps a
+reverse-KL flow on the right enantiomer; the penalty matters for the mixed layout, whose
+Cartesian block can reflect a centre, and for weights.
 
 Temperature: the energy module gives u at its own temperature T₀; the target at T uses
 u·T₀/T (``temperature`` argument, or ``set_temperature`` during temperature annealing).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from boltzflow.coordinates import InternalCoordinates, build_zmatrix
+from boltzflow.coordinates import InternalCoordinates, build_zmatrix, has_expected_chirality
 from boltzflow.flows import Circle, Flow, Interval, ProductBase, Real, spline_flow, wrap
 from boltzflow.flows.domains import Support
 from boltzflow.systems import load_system
@@ -40,10 +40,23 @@ def ic(request):
     return ALA2.internal_coordinates(reference=md_like_frames(200), cartesian_atoms=MIXED_ATOMS)
 
 
+def test_every_point_of_the_domains_is_l_alanine():
+    """Branch dihedrals are intervals: no point of the flow's domains is a mirror image."""
+    ic = ALA2.internal_coordinates()
+    torch.manual_seed(0)
+    z = ProductBase(ic.domains).sample(20_000).double()
+    assert has_expected_chirality(ic(z)[0], ALA2.chiral_centers).all()
+    z = ProductBase(ic.domains[:41] + (Circle(),) * 19).sample(20_000).double()   # all dihedrals circles
+    assert has_expected_chirality(ic(z)[0], ALA2.chiral_centers).float().mean() < 0.8
+
+
 def test_layout_and_domains_of_alanine_dipeptide():
     ic = ALA2.internal_coordinates()
     kinds = [d.kind for d in ic.domains]
-    assert ic.dim == 60 and kinds == ["interval"] * 41 + ["circle"] * 19
+    bonded = {frozenset((a.index, b.index)) for a, b in ALA2.topology.bonds}
+    branch = [frozenset((row[1], row[3])) in bonded for row in ic.zmatrix.dihedrals]
+    assert ic.dim == 60 and kinds == ["interval"] * 41 + ["interval" if b else "circle" for b in branch]
+    assert kinds.count("circle") == 7   # φ, ψ, the two ω, and the three methyl rotors
     assert ic.labels[ic.dihedral_index(PHI)] == "dihedral 14-8-6-4"
     # the reference structure is the centre of every coordinate and lies inside the domains
     z, _ = ic.inverse(torch.tensor(ALA2.positions)[None])
@@ -61,7 +74,9 @@ def test_layout_and_domains_of_alanine_dipeptide():
 def test_mixed_layout_appends_whitened_cartesian_dimensions():
     ic = ALA2.internal_coordinates(cartesian_atoms=MIXED_ATOMS)
     assert ic.dim == 60 and ic.domains[-9:] == (Real(),) * 9
-    assert [d.kind for d in ic.domains[:51]] == ["interval"] * 34 + ["circle"] * 17
+    bonded = {frozenset((a.index, b.index)) for a, b in ALA2.topology.bonds}
+    dihedrals = ["interval" if frozenset((row[1], row[3])) in bonded else "circle" for row in ic.zmatrix.dihedrals]
+    assert [d.kind for d in ic.domains[:51]] == ["interval"] * 34 + dihedrals
 
 
 def test_round_trip_from_internal_coordinates(ic, device, dtype):
@@ -239,7 +254,7 @@ def test_cannot_be_composed_into_a_flow():
     ic = ALA2.internal_coordinates()
     with pytest.raises(TypeError, match=r"\[batch, n_atoms, 3\]"):
         Flow(ProductBase(ic.domains), [ic])
-    assert isinstance(ic.domains[0], Interval) and isinstance(ic.domains[-1], Circle)
+    assert isinstance(ic.domains[0], Interval) and isinstance(ic.domains[ic.dihedral_index(PHI)], Circle)
 
 
 def test_automatic_zmatrix_of_a_topology_and_of_the_system_agree():
