@@ -154,6 +154,11 @@ from boltzflow.cli import hpc as _hpc  # noqa: E402
 app.command("sweep")(_hpc.sweep)
 app.command("collect")(_hpc.collect)
 
+from boltzflow.cli import reference as _reference  # noqa: E402
+
+app.command("md")(_reference.md)
+app.command("umbrella")(_reference.umbrella)
+
 
 def main() -> None:
     """Console entry point: user errors become one red line and exit code 2."""

@@ -1,5 +1,19 @@
-"""Importance-weighted estimates from flow samples (ESS, log Z; free energies to come)."""
+"""Estimates from weighted samples: importance weights, ESS, PSIS k̂, log Z, free energies,
+PMFs, comparisons with a reference, MBAR for umbrella sampling, plots.
 
-from .weights import kish_ess, log_normalizer, normalized_log_weights
+``plots`` and ``mbar`` are imported on use (matplotlib, pymbar): ``from
+boltzflow.analysis.plots import plot_pmf``.
+"""
 
-__all__ = ["kish_ess", "log_normalizer", "normalized_log_weights"]
+from .compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
+from .estimate import Estimate
+from .free_energy import Average, Profile, Surface, delta_f, pmf, ramachandran, reweighted_average, state_delta_f
+from .psis import ParetoDiagnostic, khat_threshold, pareto_diagnostic, pareto_khat
+from .weights import kish_ess, log_normalizer, log_normalizer_interval, normalized_log_weights
+
+__all__ = [
+    "Average", "Estimate", "ParetoDiagnostic", "Profile", "Surface",
+    "delta_f", "eubo", "forward_kl", "khat_threshold", "kish_ess", "kl_divergence", "log_normalizer",
+    "log_normalizer_interval", "marginal_kl", "normalized_log_weights", "pareto_diagnostic", "pareto_khat",
+    "pmf", "ramachandran", "ramachandran_divergence", "reweighted_average", "state_delta_f", "total_variation",
+]

@@ -146,23 +146,12 @@ def build_run(config: dict) -> Run:
 
 def _load_data(run: Run) -> Tensor:
     """The ``data`` file's conformations as internal coordinates z [frames, dim] on the run's device."""
-    import mdtraj
+    from ..reference.trajectory import load_positions
 
-    path = Path(run.config["data"])
-    if not path.is_file():
-        raise BoltzflowError(f"data file {path} not found (objective ml needs conformations)")
-    try:
-        traj = mdtraj.load(str(path)) if path.suffix == ".h5" else \
-            mdtraj.load(str(path), top=str(run.system.folder / "structure.pdb"))
-    except Exception as exc:  # mdtraj raises many kinds for unreadable files
-        raise BoltzflowError(f"cannot read {path} as a trajectory: {exc}") from None
-    if traj.n_atoms != run.system.n_atoms:
-        raise BoltzflowError(f"{path} has {traj.n_atoms} atoms per frame, system {run.system.name} has "
-                             f"{run.system.n_atoms}")
+    xyz = load_positions(run.config["data"], run.system)
     param = next(run.flow.parameters())
-    xyz = torch.as_tensor(traj.xyz, dtype=param.dtype, device=param.device)
     with torch.no_grad():
-        z, _ = run.coordinates.inverse(xyz)
+        z, _ = run.coordinates.inverse(torch.as_tensor(xyz, dtype=param.dtype, device=param.device))
     return z
 
 

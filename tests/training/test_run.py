@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from boltzflow.cli.app import app
 from boltzflow.errors import BoltzflowError
 from boltzflow.io import load_checkpoint
+from boltzflow.reference.trajectory import append_frames, create_trajectory
 from boltzflow.systems import load_system
 from boltzflow.training.config import resolve_config
 from boltzflow.training.run import EARLY_STOP_EXIT_CODE, load_run, train
@@ -105,12 +106,17 @@ def test_sigterm_leaves_a_loadable_checkpoint_and_exit_code_75(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["stopped"] == "signal"
 
 
-def test_maximum_likelihood_from_an_mdtraj_file(tmp_path):
+@pytest.mark.parametrize("name", ["md.h5", "md.dcd"])
+def test_maximum_likelihood_from_a_trajectory_file(tmp_path, name):
     system = load_system("alanine-dipeptide")
     rng = np.random.default_rng(0)
-    frames = system.positions[None] + 0.002 * rng.standard_normal((40, system.n_atoms, 3))
-    mdtraj.Trajectory(frames.astype(np.float32), system.topology).save_hdf5(str(tmp_path / "md.h5"))
-    config = tiny("ml", f'data="{tmp_path / "md.h5"}"')
+    frames = (system.positions[None] + 0.002 * rng.standard_normal((40, system.n_atoms, 3))).astype(np.float32)
+    if name.endswith(".h5"):   # the format of boltzflow md
+        create_trajectory(tmp_path / name, system.topology)
+        append_frames(tmp_path / name, frames, np.arange(40.0), np.zeros(40))
+    else:
+        mdtraj.Trajectory(frames, system.topology).save_dcd(str(tmp_path / name))
+    config = tiny("ml", f'data="{tmp_path / name}"')
     summary = train(config, tmp_path / "run")
     assert summary["stopped"] == "done"
     assert all(np.isfinite(losses(tmp_path / "run")))

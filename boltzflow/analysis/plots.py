@@ -1,0 +1,68 @@
+"""PNG figures of free energies, written atomically.
+
+Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas: no
+screen needed and pyplot's global backend is left alone (safe inside notebooks). Angles are
+shown in degrees, free energies in kT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
+
+from ..io import atomic_path
+from .free_energy import Profile, Surface
+
+
+def _figure(**options):
+    from matplotlib.figure import Figure
+
+    return Figure(**options)
+
+
+def _finite_or_nan(values) -> np.ndarray:
+    """A tensor as float64 numpy with ±inf (empty bins) as NaN, which matplotlib leaves blank."""
+    values = values.detach().cpu().double().numpy()
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _save(figure, path: Union[str, Path]) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_ramachandran(surfaces: Mapping[str, Surface], path: Union[str, Path], max_free_energy: float = 10.0,
+                      labels: tuple[str, str] = ("φ", "ψ")) -> Path:
+    """Free-energy surfaces side by side (e.g. flow, reweighted flow, reference), one colour
+    scale from 0 to ``max_free_energy`` kT; empty bins white. Returns ``path``."""
+    figure = _figure(figsize=(4.2 * len(surfaces) + 0.8, 3.8), constrained_layout=True)
+    axes = figure.subplots(1, len(surfaces), squeeze=False)
+    image = None
+    for ax, (title, surface) in zip(axes[0], surfaces.items()):
+        f = np.minimum(_finite_or_nan(surface.free_energy), max_free_energy)
+        image = ax.imshow(f.T, origin="lower", extent=(-180, 180, -180, 180), vmin=0, vmax=max_free_energy,
+                          cmap="viridis", interpolation="nearest")
+        ax.set(title=title, xlabel=f"{labels[0]} (°)", ylabel=f"{labels[1]} (°)", xticks=range(-180, 181, 90),
+               yticks=range(-180, 181, 90))
+    figure.colorbar(image, ax=axes[0].tolist(), label="free energy (kT)")
+    return _save(figure, path)
+
+
+def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = "φ") -> Path:
+    """PMF curves with their confidence bands, one line per profile. Returns ``path``."""
+    figure = _figure(figsize=(6, 4), constrained_layout=True)
+    ax = figure.subplots()
+    for label, profile in profiles.items():
+        x = np.degrees(profile.centers.detach().cpu().numpy())
+        f, low, high = (_finite_or_nan(v) for v in (profile.free_energy, profile.low, profile.high))
+        (line,) = ax.plot(x, f, marker=".", markersize=3, label=label)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
+    level = next(iter(profiles.values())).level if profiles else 0.95
+    ax.set(xlabel=f"{cv} (°)", ylabel="free energy (kT)", xlim=(-180, 180), xticks=range(-180, 181, 60),
+           title=f"PMF along {cv} (bands: {level:.0%} confidence)")
+    ax.legend()
+    return _save(figure, path)

@@ -1,0 +1,62 @@
+"""The Slurm templates in workflows/: they parse, share the resumable-job block with the
+generated array scripts, and the chain submits dependent jobs in order."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from boltzflow.hpc import RESUMABLE, array_script, load_sweep
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+SCRIPTS = sorted(p for p in WORKFLOWS.iterdir() if p.suffix in (".sh", ".sbatch"))
+
+
+def test_the_templates_exist():
+    assert {p.name for p in SCRIPTS} >= {"train.sbatch", "chain.sh"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_templates_parse(script):
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_train_template_runs_training_resumably():
+    text = (WORKFLOWS / "train.sbatch").read_text()
+    assert RESUMABLE in text
+    assert "#SBATCH --signal=B:USR1@" in text and "#SBATCH --requeue" in text
+    assert 'run_resumable boltzflow train "$@" --out "$run" --resume' in text
+
+
+def test_example_sweep_expands_into_a_valid_array_script(tmp_path):
+    sweep = load_sweep(WORKFLOWS / "sweep.toml", out=tmp_path / "sweep")
+    assert [r.name for r in sweep.runs][:2] == ["objective-rkl_seed-0", "objective-rkl_seed-1"]
+    assert len(sweep.runs) == 6
+    subprocess.run(["bash", "-n"], input=array_script(sweep), text=True, check=True)
+
+
+def test_chain_submits_train_sample_and_free_energy_as_dependent_jobs(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # an sbatch that logs one line per call and answers with job ids 101, 102, 103
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/bash\nprintf "%s\\n" "$*" >> sbatch.log\necho "$((100 + $(wc -l < sbatch.log)));cluster"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SAMPLES": "500"}
+    proc = subprocess.run(["bash", str(WORKFLOWS / "chain.sh"), "ala", "alanine-dipeptide", "--steps", "10"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "runs/ala: train 101 -> sample 102 -> free-energy 103"
+    assert (tmp_path / "runs" / "ala").is_dir()
+    train, sample, analysis = (tmp_path / "sbatch.log").read_text().splitlines()
+    assert train == f"--parsable --job-name=ala {WORKFLOWS / 'train.sbatch'} alanine-dipeptide --steps 10"
+    assert "--dependency=afterok:101" in sample and "boltzflow sample runs/ala -n 500 --out runs/ala/samples.h5" in sample
+    assert "--dependency=afterok:102" in analysis and "boltzflow free-energy runs/ala --json" in analysis
+
+
+def test_chain_explains_its_arguments(tmp_path):
+    proc = subprocess.run(["bash", str(WORKFLOWS / "chain.sh"), "a b", "alanine-dipeptide"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert not (tmp_path / "runs").exists()
