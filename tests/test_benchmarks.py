@@ -47,3 +47,14 @@ def test_flow_benchmark_models_match_in_size():
     # hidden layers identical; inputs differ by the circles' (cos, sin) features, outputs by
     # boltzflow's extra rotation parameter per dimension
     assert [s for s in ours if s == (16, 16)] == [s for s in theirs if s == (16, 16)]
+
+
+def test_training_benchmark_runs_at_toy_size(tmp_path, capsys):
+    bench = load("train_alanine_dipeptide")
+    tiny = ["steps=2", "batch_size=8", "model.layers=2", "model.hidden=[16]", "final_samples=32",
+            "eval_batch_size=16", "fab.n_intermediate=1", "fab.n_leapfrog=1", "anneal.samples=16"]
+    rows = bench.main(["--samples", "64", "--out", str(tmp_path), "--markdown"]
+                      + [a for t in tiny for a in ("--set", t)])
+    assert [r["contender"] for r in rows] == list(bench.CONTENDERS)
+    assert all(r["steps"] == 2 and 0 < r["ess"] <= 1 for r in rows)
+    assert "| rkl+anneal |" in capsys.readouterr().out
