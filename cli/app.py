@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -108,19 +110,31 @@ def info() -> None:
 
 @app.command()
 def example(
-    name: str = typer.Argument("first-flow", help="Example to run; known: first-flow."),
-    steps: int = typer.Option(3000, min=1, help="Training steps."),
+    name: str = typer.Argument("first-flow", help="Example to run; known: first-flow, cylinder."),
+    steps: int = typer.Option(3000, min=1, help="Training steps (first-flow)."),
     seed: int = typer.Option(0, help="Random seed."),
+    plot: Optional[Path] = typer.Option(None, help="cylinder: write the target and flow densities to this PNG."),
 ) -> None:
     """Run a small, self-contained example and print what it learned.
 
-    [bold]first-flow[/bold]: learn N(μ=[5, 5], Σ=0.5·I) with one affine autoregressive
-    layer by maximum likelihood (FlowTorch's first tutorial). Takes about 20 s on a CPU.
+    [bold]first-flow[/bold]: learn N(μ=[5, 5], Σ=0.5·I) with one affine autoregressive layer by maximum likelihood (FlowTorch's first tutorial). About 20 s on a CPU.
 
-    [bold]Example[/bold]: boltzflow example first-flow --steps 3000
+    [bold]cylinder[/bold]: x ~ N(0, 1), φ | x ~ von Mises(3x, 1) on (real, circle), learned by reverse KL from the density alone (the normflows paper's example); prints ESS and log Z against the exact value. About 10 s.
+
+    [bold]Examples[/bold]: boltzflow example first-flow --steps 3000 · boltzflow example cylinder --plot cylinder.png
     """
+    if name == "cylinder":
+        from boltzflow.examples.cylinder import plot_densities, train_cylinder
+
+        with console.status("training the cylinder flow by reverse KL"):
+            result = train_cylinder(seed=seed)
+        console.print(f"ESS {100 * result.ess:.1f}%, log Z {result.log_z:.4f} (exact {result.target.log_z:.4f})")
+        if plot is not None:
+            plot_densities(result, plot)
+            console.print(f"wrote {plot}")
+        return
     if name != "first-flow":
-        raise BoltzflowError(f"unknown example {name!r}; known examples: first-flow")
+        raise BoltzflowError(f"unknown example {name!r}; known examples: first-flow, cylinder")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from boltzflow.examples.first_flow import TARGET_MEAN, TARGET_VARIANCE, first_flow
@@ -158,6 +172,12 @@ from boltzflow.cli import reference as _reference  # noqa: E402
 
 app.command("md")(_reference.md)
 app.command("umbrella")(_reference.umbrella)
+
+from boltzflow.cli import samples as _samples  # noqa: E402
+
+app.command("sample")(_samples.sample)
+app.command("export")(_samples.export)
+app.command("free-energy")(_samples.free_energy)
 
 
 def main() -> None:
