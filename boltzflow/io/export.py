@@ -1,0 +1,86 @@
+"""Export the conformations of a samples file as a trajectory MD tools read (through mdtraj).
+
+Formats: ``dcd``, ``xtc`` (1e-3 nm precision), ``pdb`` (one MODEL per frame) and ``h5``
+(mdtraj's HDF5 format, written with h5py by ``boltzflow.reference.trajectory``, so PyTables
+is not needed; ``potentialEnergy`` holds u·kT in kJ/mol). The topology is the system's, the
+system being named in the file's attributes. Frames carry no time: ``time`` is the frame
+index. Weighted samples are exported as they are (their weights stay in the samples file);
+``resampled=True`` exports the unweighted, Boltzmann-distributed conformations instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import h5py
+import numpy as np
+
+from ..errors import BoltzflowError
+from .atomic import atomic_path
+from .samples import read_attributes
+
+FORMATS = ("dcd", "xtc", "pdb", "h5")
+
+
+def _format(out: Optional[Path], format: Optional[str]) -> str:
+    if format is None:
+        suffix = out.suffix.lstrip(".").lower() if out is not None else ""
+        if suffix not in FORMATS:
+            raise BoltzflowError(f"cannot tell the format from {out}; pass --format, one of {', '.join(FORMATS)}")
+        return suffix
+    if format.lower() not in FORMATS:
+        raise BoltzflowError(f"unknown trajectory format {format!r}; known: {', '.join(FORMATS)}")
+    return format.lower()
+
+
+def _frames(path: Path, resampled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Positions [frames, atoms, 3] (nm) and their reduced energies u [frames]."""
+    with h5py.File(path, "r") as f:
+        if not resampled:
+            return f["positions"][()], f["u"][()]
+        if "resampled" not in f:
+            raise BoltzflowError(f"{path} holds no resampled conformations; write them with "
+                                 "boltzflow sample RUN --resample K")
+        indices = f["resampled/indices"][()]
+        unique, inverse = np.unique(indices, return_inverse=True)
+        return f["resampled/positions"][()], f["u"][unique][inverse]
+
+
+def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None, format: Optional[str] = None,
+                   resampled: bool = False) -> Path:
+    """Write the conformations of ``samples`` (a samples file) as a trajectory.
+
+    ``format``: dcd, xtc, pdb or h5; default from the suffix of ``out``. ``out`` defaults
+    to the samples file with the format's suffix: ``samples.dcd``, ``samples.trajectory.h5``,
+    with ``.resampled`` before the suffix for resampled conformations. Written atomically;
+    returns the path.
+    """
+    import mdtraj
+
+    from ..reference.trajectory import append_frames, create_trajectory
+    from ..systems import load_system
+
+    samples = Path(samples)
+    attrs = read_attributes(samples)
+    out = Path(out) if out is not None else None
+    format = _format(out, format)
+    if out is None:
+        out = samples.with_suffix((".resampled" if resampled else "") + (".trajectory" if format == "h5" else "")
+                                  + f".{format}")
+    if out.resolve() == samples.resolve():
+        raise BoltzflowError(f"the output {out} would overwrite the samples file; choose another --out")
+    system = load_system(attrs["system"])
+    xyz, u = _frames(samples, resampled)
+    if xyz.shape[1] != system.n_atoms:
+        raise BoltzflowError(f"{samples} holds {xyz.shape[1]} atoms per frame but system {attrs['system']} "
+                             f"has {system.n_atoms}")
+    time = np.arange(len(xyz), dtype=np.float32)
+    with atomic_path(out) as tmp:
+        if format == "h5":
+            create_trajectory(tmp, system.topology, title=f"{attrs['system_name']} samples from {samples.name}")
+            append_frames(tmp, xyz, time, u * attrs["kT"])
+        else:
+            trajectory = mdtraj.Trajectory(xyz, system.topology, time=time)
+            {"dcd": trajectory.save_dcd, "xtc": trajectory.save_xtc, "pdb": trajectory.save_pdb}[format](str(tmp))
+    return out

@@ -1,0 +1,206 @@
+"""``boltzflow sample``, ``boltzflow export`` and ``boltzflow free-energy``: draw weighted
+conformations from a trained run, export them as trajectories, report free energies
+(registered in app.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _progress_bar(description: str, target: Console) -> Progress:
+    return Progress(TextColumn(f"[bold]{description}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=target, transient=True)
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit (143), so temporary files are removed on the way out."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def sample(
+    run: Path = typer.Argument(..., help="Run directory (from boltzflow train)."),
+    n: int = typer.Option(..., "-n", "--samples", min=1, help="Number of samples."),
+    out: Optional[Path] = typer.Option(None, help="Samples file (HDF5). Default: RUN/samples.h5."),
+    batch_size: int = typer.Option(8192, min=1, help="Samples per batch (bounds memory)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: the run's."),
+    seed: int = typer.Option(0, help="Random seed of the draws and of the resampling."),
+    resample: int = typer.Option(0, min=0, help="Also store K unweighted, Boltzmann-distributed conformations."),
+) -> None:
+    """Draw weighted conformations from a trained run into an HDF5 samples file.
+
+    Stores positions (nm), internal coordinates z, log q, reduced energy u (kT), self-normalised log-weights, chirality,
+    dihedrals and state labels; attributes record system, temperature, kT, units, model checksum, version and seed.
+
+    --resample K adds K conformations drawn by systematic resampling (mirror images excluded) under resampled/.
+    The file appears only when complete; an existing one is replaced.
+
+    [bold]Examples[/bold]:
+      boltzflow sample runs/ala -n 100000
+      boltzflow sample runs/ala -n 1000000 --resample 10000 --device cuda --out ala.h5
+    """
+    import torch
+
+    from boltzflow.analysis import kish_ess
+    from boltzflow.io import read_samples, write_samples
+    from boltzflow.training.run import load_run
+
+    loaded = load_run(run, device)
+    out = out or run / "samples.h5"
+    with _progress_bar("sampling", console) as bar, _sigterm_exits():
+        task = bar.add_task("sampling", total=n)
+        write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
+                      progress=lambda done, total: bar.update(task, completed=done))
+    samples = read_samples(out, positions=False)
+    table = Table(title=f"{loaded.system.name} · {n:,} samples · seed {seed}", show_header=False)
+    table.add_row("ESS (Kish)", f"[bold]{100 * kish_ess(torch.from_numpy(samples.log_w)).item():.2f}%[/bold]")
+    table.add_row("mirror images", f"{(~samples.right_handed).sum():,} ({100 * (~samples.right_handed).mean():.2f}%)")
+    if resample:
+        table.add_row("resampled", f"{resample:,} conformations (resampled/)")
+    table.add_row("model", f"{samples.attrs['model_file']} (sha256 {samples.attrs['model_sha256'][:12]}…)")
+    table.add_row("samples file", f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
+    console.print(table)
+
+
+def export(
+    samples: Path = typer.Argument(..., help="Samples file (from boltzflow sample)."),
+    format: Optional[str] = typer.Option(None, "--format", help="dcd, xtc, pdb or h5. Default: from --out's suffix."),
+    resampled: bool = typer.Option(False, "--resampled", help="Export the resampled (unweighted) conformations."),
+    out: Optional[Path] = typer.Option(None, help="Trajectory file. Default: beside SAMPLES, e.g. samples.dcd."),
+) -> None:
+    """Write the conformations of a samples file as a trajectory MD tools read (through mdtraj).
+
+    The topology is the system's. Weighted samples keep their weights only in the samples file: export --resampled
+    for conformations that are Boltzmann-distributed as they are. h5 is mdtraj's HDF5 format.
+
+    [bold]Examples[/bold]:
+      boltzflow export runs/ala/samples.h5 --format dcd
+      boltzflow export runs/ala/samples.h5 --resampled --out boltzmann.xtc
+    """
+    from boltzflow.io import export_samples
+
+    path = export_samples(samples, out, format, resampled)
+    console.print(f"wrote {path}")
+
+
+def _estimate(e) -> str:
+    if e is None:
+        return "—"
+    return f"{e.value:.3f} ± {e.error:.3f}  [{e.low:.3f}, {e.high:.3f}]"
+
+
+def _report_table(report) -> Table:
+    table = Table(title=f"{report.system} at {report.temperature:g} K · free energies in kT "
+                        f"(1 kT = {report.kT:.3f} kJ/mol)", show_header=False)
+    table.add_row("samples", report.source)
+    mirror = "excluded" if report.mirror_excluded else "kept"
+    table.add_row("N", f"{report.n:,} ({report.n_mirror:,} mirror images, {mirror})")
+    table.add_row("ESS (Kish)", f"[bold]{100 * report.ess:.2f}%[/bold] (≈ {report.ess * report.n:,.0f} samples)")
+    colour = {"good": "green", "ok": "yellow", "unreliable": "red"}[report.psis.verdict]
+    table.add_row("PSIS k̂", f"{report.psis.khat:.3f} [{colour}]{report.psis.verdict}[/{colour}] "
+                            f"(threshold {report.psis.threshold:.3f} for this N)")
+    table.add_row(f"log Z ({report.log_z.level:.0%} CI)", _estimate(report.log_z))
+    for name, population in report.populations.items():
+        table.add_row(f"population {name}", f"{100 * population:.2f}%")
+    for key, e in report.delta_f.items():
+        table.add_row(f"ΔF {key.replace('->', '→')}", f"{_estimate(e)}  ({e.value * report.kT:.2f} kJ/mol)")
+    return table
+
+
+def _comparison_table(comparison) -> Table:
+    table = Table(title=f"flow vs reference {comparison.path}", show_header=False)
+    for cv, value in comparison.marginal_kl.items():
+        table.add_row(f"KL {cv} marginal ({comparison.bins[cv]} bins)", f"{value:.4f}")
+    if comparison.ramachandran is not None:
+        bins = comparison.bins["ramachandran"]
+        table.add_row(f"Ramachandran TV ({bins}×{bins})", f"{comparison.ramachandran['total_variation']:.4f}")
+        table.add_row(f"Ramachandran KL ({bins}×{bins})", f"{comparison.ramachandran['kl']:.4f}")
+    for key, e in comparison.delta_f.items():
+        difference = comparison.delta_f_difference[key]
+        shown = "—" if difference is None else f"{difference:+.3f}"
+        table.add_row(f"ΔF {key.replace('->', '→')} reference", f"{_estimate(e)}  (flow − reference {shown})")
+    if comparison.eubo is not None:
+        table.add_row("EUBO", _estimate(comparison.eubo))
+        table.add_row("forward KL", _estimate(comparison.forward_kl))
+    if comparison.note:
+        table.add_row("note", comparison.note)
+    return table
+
+
+def free_energy(
+    source: Path = typer.Argument(..., help="Run directory or samples file."),
+    reference: Optional[Path] = typer.Option(None, help="md.h5 (boltzflow md), any trajectory mdtraj reads, or a "
+                                                        "boltzflow umbrella folder."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write every number as JSON to this file; "
+                                                                "'-' prints it instead of the tables."),
+    plots: Optional[Path] = typer.Option(None, help="Folder for PNGs: Ramachandran plots and PMFs."),
+    n: Optional[int] = typer.Option(None, "-n", "--samples", min=1,
+                                    help="Draw this many samples from the run. Default: RUN/samples.h5, else 100,000."),
+    batch_size: int = typer.Option(8192, min=1, help="Samples per batch when drawing."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: the run's."),
+    seed: int = typer.Option(0, help="Random seed of the draws and of the bootstrap."),
+    keep_mirror: bool = typer.Option(False, "--keep-mirror", help="Keep mirror images (wrong chirality) in the "
+                                                                  "estimates instead of giving them weight 0."),
+) -> None:
+    """Free energies from a trained flow: ESS, PSIS k̂, log Z, state populations and ΔF with confidence intervals.
+
+    From a run directory, reads RUN/samples.h5 when present (it must come from the run's current model) unless -n is
+    given; otherwise draws -n samples (default 100,000) without storing them. Mirror images are reported and excluded.
+
+    --reference adds histogram KLs of the dihedral marginals (200 bins) and the Ramachandran plane (64×64), ΔF of the
+    reference and, for trajectories with the run's model, EUBO and forward KL at the reference conformations.
+
+    [bold]Examples[/bold]:
+      boltzflow free-energy runs/ala
+      boltzflow free-energy runs/ala/samples.h5 --reference md.h5 --plots figures --json report.json
+      boltzflow free-energy runs/ala -n 200000 --reference umbrella --json -
+    """
+    from boltzflow.analysis.report import free_energy_report, load_reference, report_plots, samples_for
+    from boltzflow.io import atomic_path
+    from boltzflow.training.run import load_run
+
+    quiet = json_out == "-"
+    with _progress_bar("sampling", err_console if quiet else console) as bar:
+        task = bar.add_task("sampling", total=n)
+        samples, run = samples_for(source, n, batch_size, device, seed,
+                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
+    ref = load_reference(reference, samples.system) if reference is not None else None
+    if ref is not None and ref.kind == "trajectory" and run is None and samples.run_dir is not None:
+        run = load_run(samples.run_dir, device)
+    report = free_energy_report(samples, ref, run, keep_mirror, seed=seed)
+    written = report_plots(samples, plots, ref, keep_mirror, seed=seed) if plots is not None else []
+    data = {**report.as_dict(), "plots": [str(p) for p in written]}
+    text = json.dumps(data, indent=1)
+    if quiet:
+        sys.stdout.write(text + "\n")
+        return
+    console.print(_report_table(report))
+    if report.comparison is not None:
+        console.print(_comparison_table(report.comparison))
+    if json_out is not None:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(text + "\n")
+        console.print(f"JSON: {json_out}")
+    for path in written:
+        console.print(f"plot: {path}")

@@ -1,0 +1,112 @@
+"""``boltzflow sample``, ``export`` and ``free-energy`` through typer's CliRunner."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import h5py
+import mdtraj
+import openmm
+import pytest
+from typer.testing import CliRunner
+
+from boltzflow.cli.app import app
+from boltzflow.errors import BoltzflowError
+from boltzflow.reference import run_md
+from boltzflow.systems import load_system
+from tests.io.runs import one_thread, tiny_run  # noqa: F401
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A copy of the tiny run, with samples.h5 (200 samples, 20 resampled) written by the CLI."""
+    copy = tmp_path_factory.mktemp("cli") / "run"
+    shutil.copytree(tiny_run(tmp_path_factory), copy)
+    result = runner.invoke(app, ["sample", str(copy), "-n", "200", "--batch-size", "64", "--resample", "20",
+                                 "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "ESS (Kish)" in result.output and "resampled" in result.output
+    return copy
+
+
+@pytest.fixture(scope="module")
+def md_file(tmp_path_factory):
+    platform = openmm.Platform.getPlatformByName("CPU")
+    before = platform.getPropertyDefaultValue("Threads")
+    platform.setPropertyDefaultValue("Threads", "1")
+    try:
+        return run_md(load_system("alanine-dipeptide"), 0.002, tmp_path_factory.mktemp("md") / "md.h5",
+                      report_interval=100).path
+    finally:
+        platform.setPropertyDefaultValue("Threads", before)
+
+
+def test_sample_writes_run_samples_h5(run_dir):
+    with h5py.File(run_dir / "samples.h5", "r") as f:
+        assert f["positions"].shape == (200, 22, 3) and f["resampled/indices"].shape == (20,)
+        assert f.attrs["seed"] == 3 and f.attrs["system"] == "alanine-dipeptide"
+
+
+def test_export_writes_a_trajectory(run_dir, tmp_path):
+    out = tmp_path / "boltzmann.xtc"
+    result = runner.invoke(app, ["export", str(run_dir / "samples.h5"), "--resampled", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.output.replace("\n", "")
+    assert mdtraj.load(str(out), top=load_system("alanine-dipeptide").topology).n_frames == 20
+    result = runner.invoke(app, ["export", str(run_dir / "samples.h5"), "--format", "gro"])
+    assert isinstance(result.exception, BoltzflowError) and "dcd, xtc, pdb, h5" in str(result.exception)
+
+
+def test_free_energy_prints_the_table_and_writes_json_and_plots(run_dir, tmp_path):
+    result = runner.invoke(app, ["free-energy", str(run_dir), "--json", str(tmp_path / "report.json"),
+                                 "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    for text in ("ESS (Kish)", "PSIS k̂", "log Z", "population alphaR", "report.json"):
+        assert text in result.output, text
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["n"] == 200 and "samples.h5" in data["source"] and data["comparison"] is None
+    pairs = []  # ΔF relative to the most populated state of each group
+    for group in (["phi_negative", "phi_positive"], ["C7eq_beta", "alphaR", "alphaL_C7ax"]):
+        top = max(group, key=data["populations"].get)
+        pairs += [f"{top} -> {b}" for b in group if b != top]
+    assert list(data["delta_f"]) == pairs
+    assert all(f"ΔF {pair.replace('->', '→')}" in result.output for pair in pairs)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["pmf_phi.png", "pmf_psi.png", "ramachandran.png"]
+    names = ("ramachandran.png", "pmf_phi.png", "pmf_psi.png")
+    assert data["plots"] == [str(tmp_path / "plots" / name) for name in names]
+
+
+def test_free_energy_with_a_reference_prints_json_to_stdout(run_dir, md_file):
+    result = runner.invoke(app, ["free-energy", str(run_dir), "-n", "300", "--reference", str(md_file), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["n"] == 300 and "drawn" in data["source"]
+    comparison = data["comparison"]
+    assert comparison["kind"] == "trajectory" and comparison["frames"] == 20
+    assert set(comparison["marginal_kl"]) == {"phi", "psi"}
+    assert set(comparison["ramachandran"]) == {"total_variation", "kl"}
+    assert comparison["eubo"]["value"] is not None and comparison["forward_kl"]["value"] is not None
+
+
+def test_free_energy_of_a_samples_file_shows_the_comparison_table(run_dir, md_file):
+    result = runner.invoke(app, ["free-energy", str(run_dir / "samples.h5"), "--reference", str(md_file),
+                                 "--keep-mirror"])
+    assert result.exit_code == 0, result.output
+    for text in ("flow vs reference", "KL phi marginal", "Ramachandran TV", "EUBO", "forward KL", "kept"):
+        assert text in result.output, text
+
+
+def test_help_shows_examples():
+    for command in ("sample", "export", "free-energy"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Examples" in result.output and f"boltzflow {command}" in result.output
+
+
+def test_a_user_error_is_one_red_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "boltzflow.cli.app", "free-energy", "missing.h5"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "error: samples file missing.h5 not found" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr + proc.stdout
