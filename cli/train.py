@@ -10,8 +10,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console()
-
 
 def _default_out(system: str, objective: str, seed: int) -> Path:
     path = Path(system)
@@ -57,12 +55,16 @@ def train(
 
     SIGTERM, SIGINT and SIGUSR1 stop with a checkpoint; so does --time-limit. Exit code 0: finished; 75: stopped early, run again with --resume.
 
+    Started by torchrun or srun as several processes, they train together (data parallel, gloo on the CPU, NCCL on CUDA with --device cuda); --batch-size is the total over the processes; rank 0 prints and writes OUT.
+
     [bold]Examples[/bold]:
       boltzflow train alanine-dipeptide
       boltzflow train alanine-dipeptide --objective fab --steps 20000 --out runs/fab
       boltzflow train alanine-dipeptide --set anneal.start=1200 --time-limit 3h50m --resume --out runs/ta
+      torchrun --nproc-per-node 2 -m boltzflow.cli.app train alanine-dipeptide --batch-size 512
     """
     from boltzflow.training.config import resolve_config
+    from boltzflow.training.distributed import environment
     from boltzflow.training.run import EARLY_STOP_EXIT_CODE
     from boltzflow.training.run import train as train_run
 
@@ -70,9 +72,11 @@ def train(
                "seed": seed, "time_limit": time_limit}
     settings = resolve_config(system, preset, config, options, assignments)
     out = out or _default_out(system, settings["objective"], settings["seed"])
+    launch = environment()
+    console = Console(quiet=launch is not None and launch.rank != 0)  # one process prints
     columns = (TextColumn("[bold]training[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    with Progress(*columns, console=console, transient=True, disable=console.quiet) as bar:
         task = bar.add_task("training", total=settings["steps"], info="")
         state: dict = {}
 

@@ -5,6 +5,13 @@ defaults, the preset, the ``--config`` TOML file, then command-line options and
 ``--set section.key=value``. The run directory keeps the fully resolved configuration
 (``config.toml``), so a run can be repeated or resumed from it alone.
 
+``batch_size`` is a step's whole batch. Under ``torchrun`` or ``srun`` each of the P
+processes draws batch_size / P of it; ``shards`` splits a process's part into that many
+pieces, computed one after another, each with its own random stream, their gradients summed
+(gradient accumulation: a large batch on a small GPU). P processes × S shards train the same
+model as 1 process × P·S shards, up to float rounding; ``shards`` may change on ``--resume``
+as long as processes × shards stays the same.
+
 The ``default`` preset fits a laptop: ``boltzflow train alanine-dipeptide`` finishes in
 about 20 minutes on 2 CPU cores. The ``literature`` preset uses the model and budget of the
 published alanine-dipeptide runs (12 coupling layers, 8 bins, 256 hidden units, batch 1024,
@@ -32,7 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "system": "",
     "objective": "rkl",           # rkl | ml | snf | fab
     "steps": 4000,
-    "batch_size": 256,
+    "batch_size": 256,            # samples per step, over all processes and shards
+    "shards": 1,                  # pieces of a process's batch, computed one after another
     "lr": 5e-4,
     "lr_min": 0.0,                # the cosine schedule ends here
     "warmup": 100,                # steps of linear learning-rate warm-up
@@ -142,9 +150,11 @@ def _validate(config: dict) -> None:
     if config["objective"] == "ml" and not config["data"]:
         raise BoltzflowError("objective 'ml' needs data: --set data=md.h5 (from boltzflow md, or any "
                              "trajectory mdtraj reads)")
-    for key in ("steps", "batch_size", "eval_batch_size", "final_samples", "log_every", "checkpoint_every"):
+    for key in ("steps", "batch_size", "shards", "eval_batch_size", "final_samples", "log_every", "checkpoint_every"):
         if config[key] < 1:
             raise bad(key, "a positive integer")
+    if config["batch_size"] % config["shards"]:
+        raise bad("batch_size", f"a multiple of shards = {config['shards']}")
     if not config["lr"] > 0:
         raise bad("lr", "a positive learning rate")
     if config["dtype"] not in ("float32", "float64"):

@@ -7,6 +7,14 @@ the configuration and writes the run directory::
 
     config.toml   metrics.jsonl   checkpoints/last.pt   model.pt   summary.json
 
+Under ``torchrun`` or ``srun`` (several processes) ``train`` joins the process group
+(``distributed``); every process draws its own shards of each batch and evaluates their
+energies, and rank 0 writes the run directory. ``batch_size`` is the batch of a step over
+all processes and ``shards`` (module ``trainer``). The objectives' state is per shard: each
+shard of ``fab`` has its own AIS step sizes and replay buffer (``fab.buffer_batches`` of its
+own batches), each of ``snf`` its own MCMC kernels (shard 0's are the model's), and each
+temperature-annealing stage draws ``anneal.samples`` / (processes × shards) points per shard.
+
 ``load_run(out)`` rebuilds the trained model from a run directory, for sampling.
 """
 
@@ -27,6 +35,7 @@ from ..flows import Flow, spline_flow
 from ..io import atomic_path, read_toml, write_toml
 from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
+from . import distributed
 from .annealing import TemperatureAnnealing, temperature_ladder
 from .config import resolve_config
 from .fab import FAB
@@ -135,13 +144,16 @@ def build_run(config: dict) -> Run:
     flow = spline_flow(coordinates.domains, layers=model["layers"], bins=model["bins"],
                        hidden=tuple(model["hidden"]), circular_shift=model["circular_shift"],
                        seed=config["seed"]).to(device, dtype)
-    snf = None
-    if config["objective"] == "snf":
-        options = config["snf"]
-        kernel = _kernel(options["kernel"], options["step_size"], flow.domains)
-        snf = StochasticFlow(flow, kernel, n_mcmc=options["layers"],
-                             steps_per_layer=options["steps_per_layer"]).to(device, dtype)
+    snf = _stochastic_flow(config, flow) if config["objective"] == "snf" else None
     return Run(config, system, flow, target, snf)
+
+
+def _stochastic_flow(config: dict, flow: Flow) -> StochasticFlow:
+    """The configured stochastic flow around ``flow`` (its own MCMC kernels), on the flow's device."""
+    options = config["snf"]
+    kernel = _kernel(options["kernel"], options["step_size"], flow.domains)
+    return StochasticFlow(flow, kernel, n_mcmc=options["layers"],
+                          steps_per_layer=options["steps_per_layer"]).to(next(flow.parameters()))
 
 
 def _load_data(run: Run) -> Tensor:
@@ -156,21 +168,21 @@ def _load_data(run: Run) -> Tensor:
 
 
 class _Objective:
-    """The configured objective as a trainer loss: ``loss, stats = objective(step)``; counts
-    training target evaluations and checkpoints its state."""
+    """One shard of the configured objective as a trainer loss: ``loss, stats = objective(step)``
+    on ``batch`` samples (``samples`` per annealing stage), through ``snf`` for the snf objective,
+    from ``data`` (z [frames, dim]) for ml and data-driven snf; counts the target evaluations
+    it makes and checkpoints its state (kernel step sizes, replay buffer, annealing data)."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, batch: int, samples: int, snf: Optional[StochasticFlow], data: Optional[Tensor]):
         config, flow, target = run.config, run.flow, run.target
-        batch, name = config["batch_size"], config["objective"]
-        self.run = run
+        name = config["objective"]
+        self.run, self.snf, self.evaluations = run, snf, 0
         if name == "rkl":
             inner: Callable = lambda step: reverse_kl(flow, target, batch)
         elif name == "snf":
-            data = _load_data(run) if config["data"] else None
-            inner = (lambda step: snf_reverse_kl(run.snf, target, batch)) if data is None else \
-                (lambda step: snf_forward_kl(run.snf, target, data[torch.randint(len(data), (batch,), device=data.device)]))
+            inner = (lambda step: snf_reverse_kl(snf, target, batch)) if data is None else \
+                (lambda step: snf_forward_kl(snf, target, data[torch.randint(len(data), (batch,), device=data.device)]))
         elif name == "ml":
-            data = _load_data(run)
             inner = lambda step: forward_kl(flow, data[torch.randint(len(data), (batch,), device=data.device)])
         else:
             options = config["fab"]
@@ -181,44 +193,62 @@ class _Objective:
                         updates_per_ais=options["updates_per_ais"])
         anneal = config["anneal"]
         if anneal["start"]:
-            ladder = temperature_ladder(anneal["start"], target.temperature, anneal["stages"])
+            low = config["temperature"] or run.system.temperature  # not target.temperature: shards anneal it
+            ladder = temperature_ladder(anneal["start"], low, anneal["stages"])
             inner = TemperatureAnnealing(inner, flow, target, target.set_temperature, ladder, config["steps"],
-                                         batch, anneal["samples"], anneal["first_fraction"])
+                                         batch, samples, anneal["first_fraction"])
         self.inner = inner
 
     def __call__(self, step: int) -> tuple[Tensor, dict]:
+        before = self.run.target.evaluations
         loss, stats = self.inner(step)
-        return loss, {**stats, "evaluations": self.run.target.evaluations}
+        self.evaluations += self.run.target.evaluations - before
+        return loss, {**stats, "evaluations": self.evaluations}
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"evaluations": self.run.target.evaluations}
+        state: dict[str, Any] = {"evaluations": self.evaluations}
         if hasattr(self.inner, "state_dict"):
             state["inner"] = self.inner.state_dict()
+        if self.snf is not None:
+            state["kernels"] = self.snf.kernels.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.run.target.evaluations = int(state["evaluations"])
+        self.evaluations = int(state["evaluations"])
         if "inner" in state:
             self.inner.load_state_dict(state["inner"])
+        if self.snf is not None:
+            self.snf.kernels.load_state_dict(state["kernels"])
+
+
+def _shard_sizes(config: dict, processes: int) -> tuple[int, int]:
+    """A shard's batch and annealing sample count with ``processes`` × ``config["shards"]`` shards."""
+    shards = processes * config["shards"]
+    if config["batch_size"] % shards:
+        raise BoltzflowError(f"batch_size {config['batch_size']} is not divisible by {processes} process(es) × "
+                             f"{config['shards']} shard(s); choose a multiple of {shards}")
+    return config["batch_size"] // shards, -(-config["anneal"]["samples"] // shards)
 
 
 def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
-    """Check ``out`` and write config.toml; returns whether to resume from a checkpoint."""
+    """Check ``out`` (every process) and write config.toml (rank 0); returns whether to resume
+    from a checkpoint."""
     checkpoint = out / "checkpoints" / "last.pt"
-    if resume and checkpoint.is_file():
+    resuming = resume and checkpoint.is_file()
+    if resuming:
         saved = read_toml(out / "config.toml")
         if saved != config:
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            if set(changed) - {"steps", "time_limit"}:
+            if set(changed) - {"steps", "time_limit", "shards"}:
                 raise BoltzflowError(f"cannot resume {out}: its config.toml differs in {', '.join(changed)}; "
-                                     "only steps and time_limit may change on --resume")
-        write_toml(out / "config.toml", config)
-        return True
-    if checkpoint.is_file():
+                                     "only steps, time_limit and shards may change on --resume")
+    elif checkpoint.is_file():
         raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_toml(out / "config.toml", config)
-    return False
+    distributed.barrier()  # every process has read out/ before rank 0 writes
+    if distributed.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_toml(out / "config.toml", config)
+    return resuming
 
 
 def train(config: dict, out: Union[str, Path], resume: bool = False,
@@ -227,29 +257,40 @@ def train(config: dict, out: Union[str, Path], resume: bool = False,
     written to ``out/summary.json``).
 
     ``resume``: continue from ``out/checkpoints/last.pt`` when it exists (else start).
-    The summary's ``stopped`` is ``done``, ``time-limit`` or ``signal``."""
+    The summary's ``stopped`` is ``done``, ``time-limit`` or ``signal``. Launched as several
+    processes (torchrun, srun), each trains its shards, rank 0 writes ``out`` and every
+    process returns rank 0's summary."""
     out = Path(out)
-    run = build_run(config)
-    config = dict(config, temperature=run.target.temperature)
-    resuming = _prepare_run_dir(out, config, resume)
-    schedule = Schedule(steps=config["steps"], lr=config["lr"], lr_min=config["lr_min"],
-                        warmup=config["warmup"], clip_grad_norm=config["clip_grad_norm"],
-                        checkpoint_every=config["checkpoint_every"], log_every=config["log_every"],
-                        time_limit=parse_duration(config["time_limit"]) if config["time_limit"] else None)
+    with distributed.process_group(config["device"]) as device:
+        run = build_run(dict(config, device=device))
+        config = dict(config, temperature=run.target.temperature)
+        batch, samples = _shard_sizes(config, distributed.world_size())
+        resuming = _prepare_run_dir(out, config, resume)
+        schedule = Schedule(steps=config["steps"], lr=config["lr"], lr_min=config["lr_min"],
+                            warmup=config["warmup"], clip_grad_norm=config["clip_grad_norm"],
+                            checkpoint_every=config["checkpoint_every"], log_every=config["log_every"],
+                            time_limit=parse_duration(config["time_limit"]) if config["time_limit"] else None)
 
-    def evaluate() -> dict:
-        report = run.report(config["eval_batch_size"])
-        return {"eval_ess": report.pop("ess"), **{k: v for k, v in report.items() if not k.startswith("pop_")}}
+        def evaluate() -> dict:
+            report = run.report(config["eval_batch_size"])
+            return {"eval_ess": report.pop("ess"), **{k: v for k, v in report.items() if not k.startswith("pop_")}}
 
-    trainer = Trainer(run.model, _Objective(run), schedule, out, config, evaluate)
-    result = trainer.run(resume=resuming, on_step=on_step)
-    final = run.report(config["final_samples"]) if result["stopped"] == "done" else {}
-    summary = {"system": run.system.name, "objective": config["objective"], "seed": config["seed"],
-               "temperature": run.target.temperature, **result, "steps": config["steps"],
-               "evaluations": run.target.evaluations, **final}
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
+        data = _load_data(run) if config["data"] and config["objective"] in ("ml", "snf") else None
+        snfs = [run.snf] + [None if run.snf is None else _stochastic_flow(config, run.flow)
+                            for _ in range(config["shards"] - 1)]  # shard 0 adapts the model's kernels
+        objectives = [_Objective(run, batch, samples, snf, data) for snf in snfs]
+        trainer = Trainer(run.model, objectives, schedule, out, config, evaluate, seed=config["seed"])
+        result = trainer.run(resume=resuming, on_step=on_step)
+        evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)
+        summary = None
+        if distributed.rank() == 0:
+            final = run.report(config["final_samples"]) if result["stopped"] == "done" else {}
+            summary = {"system": run.system.name, "objective": config["objective"], "seed": config["seed"],
+                       "temperature": run.target.temperature, **result, "steps": config["steps"],
+                       "evaluations": evaluations, **final}
+            with atomic_path(out / "summary.json") as tmp:
+                tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        return distributed.broadcast(summary)
 
 
 def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:

@@ -1,4 +1,5 @@
-"""The training loop: optimiser, schedule, checkpoints, exact resume, time limit, signals, metrics.
+"""The training loop: optimiser, schedule, checkpoints, exact resume, time limit, signals, metrics,
+gradient accumulation over shards and data-parallel training over processes.
 
 A run directory holds::
 
@@ -12,27 +13,51 @@ A run directory holds::
 streams, optimiser and schedule: on the CPU a resumed run equals an uninterrupted one
 step for step. SIGTERM, SIGINT and SIGUSR1 (Slurm's warning signal) finish the current
 step, write a checkpoint and return with ``stopped="signal"``.
+
+Shards and processes. A step's batch is made of ``world_size × len(shards)`` shards, each
+drawn by its own loss function. Process r of a ``torch.distributed`` group (see
+``distributed``; one process: r = 0) computes shards r·S … r·S + S − 1 one after another,
+accumulating their gradients, and the gradients are then summed over the processes in one
+all-reduce of a flat buffer per step (what DDP's reducer does; ``DistributedDataParallel``
+itself does not fit, as objectives draw their own samples instead of calling the model).
+Shard g draws all its random numbers from its own stream: shard 0 continues torch's
+generator as the caller left it (so one shard is a plain training loop), shard g > 0
+starts from ``stream_seed(seed, g)``. Each process keeps its first shard's stream in torch's
+generator (CPU and the model's CUDA device) and swaps the others in while computing them,
+so the numbers depend on the shard, not on the process computing it: 2 processes × 1 shard
+and 1 process × 2 shards train the same model up to float rounding. A step's loss is the
+mean of its shards' losses and its gradient their mean gradient; the shards' ``stats`` are
+combined: counts (int values) summed, other values averaged.
+
+A non-finite loss on any shard, or a non-finite gradient, skips the step everywhere; a
+stop signal or the time limit on any process stops all of them after the same step. Rank 0
+alone writes metrics, checkpoints and ``model.pt`` and calls ``evaluate`` (which draws from
+shard 0's stream, as in a single process). A checkpoint holds every shard's stream and
+objective state, gathered from all processes; on resume each process takes its own, so a
+run may resume with another split of the same number of shards (processes × shards).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections import deque
 import re
 import signal
 import statistics
 import time
-from contextlib import contextmanager
+from collections import deque
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import BoltzflowError
 from ..io import atomic_path, load_checkpoint, save_checkpoint
+from . import distributed
 
 LossFn = Callable[[int], tuple[Tensor, dict]]
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s)
@@ -52,6 +77,44 @@ def parse_duration(text: str) -> float:
         if matches and any(matches.groups()):
             return sum(float(v) * f for v, f in zip(matches.groups(), (86400, 3600, 60, 1)) if v)
     raise BoltzflowError(f"cannot read the duration {text!r}; write e.g. 3h50m, 90m, 45s or 1:30:00")
+
+
+def stream_seed(seed: int, shard: int) -> int:
+    """The seed of shard ``shard``'s random stream in a run seeded ``seed`` (for shards > 0)."""
+    digest = hashlib.sha256(f"boltzflow shard {seed} {shard}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _rng(device: torch.device) -> dict[str, Tensor]:
+    """Torch's generator state: the CPU's and, on CUDA, ``device``'s."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _seeded_rng(seed: int, device: torch.device) -> dict[str, Tensor]:
+    """What ``_rng`` returns after seeding with ``seed``, leaving torch's generators alone."""
+    state = {"cpu": torch.Generator().manual_seed(seed).get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.Generator(device).manual_seed(seed).get_state()
+    return state
+
+
+def _combine(stats: Sequence[dict]) -> dict:
+    """The shards' stats in one: int values (counts) summed, other values averaged."""
+    combined = {}
+    for key in stats[0]:
+        values = [s[key] for s in stats if key in s]
+        counts = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        combined[key] = sum(values) if counts else math.fsum(values) / len(values)
+    return combined
 
 
 @dataclass
@@ -100,25 +163,32 @@ class Trainer:
     Args:
         model: the module to train (a ``Flow``, or a module holding it).
         loss_fn: called with the 0-based step; draws its own batch and returns
-            ``(loss, stats)``; ``stats`` values are floats logged to metrics (e.g. ``ess``).
-            If it has ``state_dict``/``load_state_dict`` (MCMC step sizes, a replay
-            buffer), that state is checkpointed too.
+            ``(loss, stats)``; ``stats`` values are floats (or int counts) logged to metrics
+            (e.g. ``ess``). If it has ``state_dict``/``load_state_dict`` (MCMC step sizes, a
+            replay buffer), that state is checkpointed too. A list of them: this process's
+            shards (module docstring), each drawing its part of the batch.
         schedule: ``Schedule``.
         run_dir: the run directory.
         config: the resolved configuration, saved in checkpoints (plain data).
-        evaluate: optional ``() -> dict`` of held-out metrics, called every ``log_every`` steps.
+        evaluate: optional ``() -> dict`` of held-out metrics, called every ``log_every`` steps
+            (on rank 0).
+        seed: the seed of the shards' streams (``stream_seed``).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, schedule: Schedule, run_dir: Path,
-                 config: Optional[dict] = None, evaluate: Optional[Callable[[], dict]] = None):
+    def __init__(self, model: nn.Module, loss_fn: Union[LossFn, Sequence[LossFn]], schedule: Schedule,
+                 run_dir: Path, config: Optional[dict] = None, evaluate: Optional[Callable[[], dict]] = None,
+                 seed: int = 0):
         self.model, self.loss_fn, self.schedule = model, loss_fn, schedule
         self.run_dir = Path(run_dir)
         self.config = dict(config or {})
         self.evaluate = evaluate
+        self.seed = seed
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr)
         self.step = 0
         self.skipped = 0
         self.elapsed = 0.0  # wall time (s) of earlier invocations of this run
+        self._streams: list[dict[str, Tensor]] = []  # RNG states of this process's shards 1, 2, …
 
     @property
     def checkpoint_path(self) -> Path:
@@ -128,58 +198,124 @@ class Trainer:
     def metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
 
+    @property
+    def shards(self) -> list[LossFn]:
+        """This process's shards' loss functions."""
+        return list(self.loss_fn) if isinstance(self.loss_fn, (list, tuple)) else [self.loss_fn]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _start_streams(self) -> None:
+        """Seed this process's shards' streams; its first shard's goes into torch's generator."""
+        first, n = self.rank * len(self.shards), len(self.shards)
+        if first > 0:
+            _set_rng(_seeded_rng(stream_seed(self.seed, first), self.device), self.device)
+        self._streams = [_seeded_rng(stream_seed(self.seed, g), self.device) for g in range(first + 1, first + n)]
+
+    def _in_stream(self, k: int, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)`` drawing from the stream of this process's shard ``k``."""
+        if k == 0:
+            return fn(*args)
+        device = self.device
+        own = _rng(device)
+        _set_rng(self._streams[k - 1], device)
+        try:
+            return fn(*args)
+        finally:
+            self._streams[k - 1] = _rng(device)
+            _set_rng(own, device)
+
     def state(self) -> dict:
+        """The checkpoint's content, with every process's shard states (every process calls this)."""
+        local = [{"rng": _rng(self.device) if k == 0 else self._streams[k - 1],
+                  "objective": fn.state_dict() if hasattr(fn, "state_dict") else {}}
+                 for k, fn in enumerate(self.shards)]
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "step": self.step, "skipped": self.skipped, "config": self.config, "elapsed": self.elapsed,
-                "objective": self.loss_fn.state_dict() if hasattr(self.loss_fn, "state_dict") else {}}
+                "shards": distributed.gather_lists(local)}
 
     def save(self) -> Path:
-        return save_checkpoint(self.checkpoint_path, self.state())
+        """Write ``checkpoints/last.pt`` (rank 0 writes; every process calls this)."""
+        state = self.state()
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_path, state)
+        return self.checkpoint_path
 
     def restore(self) -> None:
-        """Load ``checkpoints/last.pt`` (RNG included) and cut metrics logged after it."""
+        """Load ``checkpoints/last.pt`` (this process's shards' streams and objective states
+        included) and cut metrics logged after it."""
         if not self.checkpoint_path.is_file():
             raise BoltzflowError(f"cannot resume: no checkpoint at {self.checkpoint_path}")
-        device = next(self.model.parameters()).device
-        state = load_checkpoint(self.checkpoint_path, map_location=device, restore_rng=True)
+        device, n = self.device, len(self.shards)
+        state = load_checkpoint(self.checkpoint_path, map_location=device)
+        if "shards" not in state:
+            raise BoltzflowError(f"cannot resume from {self.checkpoint_path}: written by an earlier boltzflow "
+                                 "without shard states; start a new run")
+        if len(state["shards"]) != self.world_size * n:
+            raise BoltzflowError(f"cannot resume: {self.checkpoint_path} holds {len(state['shards'])} shard(s), "
+                                 f"this run has {self.world_size} process(es) × {n} shard(s); "
+                                 f"resume with processes × shards = {len(state['shards'])}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.skipped, self.elapsed = state["step"], state["skipped"], state["elapsed"]
-        if hasattr(self.loss_fn, "load_state_dict"):
-            self.loss_fn.load_state_dict(state["objective"])
-        if self.metrics_path.is_file():
+        mine = state["shards"][self.rank * n:(self.rank + 1) * n]
+        for fn, shard in zip(self.shards, mine):
+            if hasattr(fn, "load_state_dict"):
+                fn.load_state_dict(shard["objective"])
+        _set_rng(mine[0]["rng"], device)
+        self._streams = [{k: v.cpu() for k, v in shard["rng"].items()} for shard in mine[1:]]
+        if self.rank == 0 and self.metrics_path.is_file():
             kept = [line for line in self.metrics_path.read_text().splitlines()
                     if line and json.loads(line)["step"] <= self.step]
             with atomic_path(self.metrics_path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
 
     def _train_step(self) -> tuple[float, dict]:
+        """One step over all shards: (mean loss, or NaN when skipped; combined stats)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr * self.schedule.factor(self.step)
-        loss, stats = self.loss_fn(self.step)
-        if not torch.isfinite(loss):
-            return math.nan, stats
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = self.world_size * len(self.shards)
+
+        def shard_step(loss_fn: LossFn) -> tuple[float, dict]:
+            loss, stats = loss_fn(self.step)
+            if not torch.isfinite(loss):
+                return math.nan, stats
+            (loss / total).backward()
+            return loss.item(), stats
+
+        results = distributed.gather_lists([self._in_stream(k, shard_step, fn) for k, fn in enumerate(self.shards)])
+        losses, stats = [loss for loss, _ in results], _combine([s for _, s in results])
+        if not all(math.isfinite(loss) for loss in losses):
+            self.optimizer.zero_grad(set_to_none=True)
+            return math.nan, stats
+        distributed.sum_gradients(self.model)
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.schedule.clip_grad_norm)
         if not torch.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             return math.nan, stats
         self.optimizer.step()
-        return loss.item(), stats
+        return math.fsum(losses) / total, stats
 
     def run(self, resume: bool = False, on_step: Optional[Callable[[int, dict], None]] = None) -> dict:
         """Train until ``schedule.steps``, the time limit or a stop signal; returns a summary
         with ``stopped`` in {"done", "time-limit", "signal"}."""
         if resume:
             self.restore()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._start_streams()
+            distributed.broadcast_parameters(self.model)
+        main = self.rank == 0
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         start, flag, durations = time.monotonic(), {}, deque(maxlen=64)  # recent step times
         earlier = self.elapsed
         wall_time = lambda: earlier + time.monotonic() - start  # noqa: E731  (over all invocations)
         stopped = "done"
         self.model.train()
-        with _stop_on_signals(flag), open(self.metrics_path, "a") as metrics:
+        with _stop_on_signals(flag), (open(self.metrics_path, "a") if main else nullcontext()) as metrics:
             while self.step < self.schedule.steps:
                 t0 = time.monotonic()
                 loss, stats = self._train_step()
@@ -188,7 +324,7 @@ class Trainer:
                 durations.append(time.monotonic() - t0)
                 record = {"step": self.step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
                           "skipped": self.skipped, **stats}
-                if self.step % self.schedule.log_every == 0 or self.step == self.schedule.steps:
+                if main and (self.step % self.schedule.log_every == 0 or self.step == self.schedule.steps):
                     if self.evaluate is not None:
                         record.update(self.evaluate())
                     record["wall_time"] = wall_time()
@@ -199,16 +335,15 @@ class Trainer:
                 if self.step % self.schedule.checkpoint_every == 0:
                     self.elapsed = wall_time()
                     self.save()
-                if flag:
-                    stopped = "signal"
-                    break
                 limit = self.schedule.time_limit
-                if limit is not None and time.monotonic() - start + 3 * statistics.median(durations) + 5 > limit:
-                    stopped = "time-limit"
+                late = limit is not None and time.monotonic() - start + 3 * statistics.median(durations) + 5 > limit
+                reason = distributed.all_max(2 if flag else int(late), self.device)  # every process stops alike
+                if reason:
+                    stopped = "signal" if reason == 2 else "time-limit"
                     break
         self.elapsed = wall_time()
         self.save()
-        if stopped == "done":
+        if stopped == "done" and main:
             with atomic_path(self.run_dir / "model.pt") as tmp:
                 torch.save(self.model.state_dict(), tmp)
         return {"stopped": stopped, "signal": flag.get("signal"), "step": self.step,
