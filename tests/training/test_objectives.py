@@ -12,7 +12,7 @@ from boltzflow.analysis import normalized_log_weights
 from boltzflow.energy.toys import DoubleWell, GaussianMixture2D
 from boltzflow.flows import spline_flow
 from boltzflow.sampling import AIS, HMC, Metropolis
-from boltzflow.training import (FAB, Schedule, StochasticFlow, TemperatureAnnealing, Trainer,
+from boltzflow.training import (FAB, Schedule, StochasticFlow, TemperatureAnnealing, Trainer, forward_kl,
                                 reverse_kl, snf_forward_kl, snf_reverse_kl, temperature_ladder)
 
 SEPARATION = 3.0  # wells at x₁ ≈ ±5: far outside the flow's initial N(0, 1)
@@ -140,14 +140,35 @@ def test_temperature_ladder_is_geometric():
         temperature_ladder(300.0, 1200.0, 3)
 
 
+def double_well_samples(n):
+    """Exact samples of DoubleWell() by inverse CDF on a grid in x₁ (x₂ is standard normal)."""
+    a = torch.linspace(-4, 4, 20_001, dtype=torch.float64)
+    density = torch.exp(-(a**4 - 6 * a**2 - 0.5 * a)).cumsum(0)
+    x1 = a[torch.searchsorted(density / density[-1], torch.rand(n, dtype=torch.float64))]
+    return torch.stack([x1, torch.randn(n, dtype=torch.float64)], -1).float()
+
+
+def test_maximum_likelihood_learns_the_double_well(tmp_path):
+    target = DoubleWell()
+    torch.manual_seed(0)
+    data = double_well_samples(4096)
+    flow = toy_flow(target)
+    losses = train(flow, lambda step: forward_kl(flow, data[torch.randint(len(data), (256,))]), tmp_path)
+    a, da = np.linspace(-6, 6, 600_001, retstep=True)   # the loss is H(p, q) = H(p) + KL(p ‖ q)
+    minus_u = -(a**4 - 6 * a**2 - 0.5 * a)
+    log_p = minus_u - (np.log(np.exp(minus_u - minus_u.max()).sum() * da) + minus_u.max())
+    entropy = -(np.exp(log_p) * log_p).sum() * da + 0.5 * np.log(2 * np.pi * np.e)   # x₂: standard normal
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert np.mean(losses[-5:]) - entropy < 0.2    # KL(p ‖ q) below 0.2 nats
+    x, log_w = flow_estimate(flow, lambda x: -target(x))
+    assert abs(right_weight(x, log_w) - right_well_weight_by_quadrature()) < 0.05
+
+
 def test_snf_maximum_likelihood_lowers_its_loss(tmp_path):
     target = DoubleWell()
     log_p = lambda x: -target(x)
     torch.manual_seed(0)
-    a = torch.linspace(-4, 4, 20_001, dtype=torch.float64)   # exact samples by inverse CDF on a grid
-    density = torch.exp(-(a**4 - 6 * a**2 - 0.5 * a)).cumsum(0)
-    x1 = a[torch.searchsorted(density / density[-1], torch.rand(4096, dtype=torch.float64))]
-    data = torch.stack([x1, torch.randn(4096, dtype=torch.float64)], -1).float()
+    data = double_well_samples(4096)
     snf = StochasticFlow(toy_flow(target), Metropolis(0.3, target.domains), n_mcmc=2)
     batches = lambda: data[torch.randint(len(data), (256,))]
     losses = train(snf.flow, lambda step: snf_forward_kl(snf, log_p, batches()), tmp_path, steps=150)
