@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
 from ..errors import BoltzflowError
 from ..flows import Flow, spline_flow
-from ..io import atomic_path, read_toml, write_toml
+from ..io import atomic_path, model_file, read_toml, write_toml
 from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
 from . import distributed
@@ -302,13 +302,12 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     if device is not None:
         config["device"] = device
     run = build_run(config)
-    location = _device(config["device"])
-    if (run_dir / "model.pt").is_file():
-        state = torch.load(run_dir / "model.pt", map_location=location, weights_only=True)
-    elif (run_dir / "checkpoints" / "last.pt").is_file():
-        state = torch.load(run_dir / "checkpoints" / "last.pt", map_location=location, weights_only=True)["model"]
-    else:
+    path = model_file(run_dir)
+    if not path.is_file():
         raise BoltzflowError(f"{run_dir} holds no trained model yet (no model.pt or checkpoints/last.pt)")
+    state = torch.load(path, map_location=_device(config["device"]), weights_only=True)
+    if path.name == "last.pt":
+        state = state["model"]
     run.model.load_state_dict(state)
     run.model.eval()
     return run
