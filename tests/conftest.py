@@ -1,5 +1,7 @@
-"""Shared fixtures: every numerical test runs over a device × dtype matrix."""
+"""Shared fixtures: every numerical test runs over a device × dtype matrix; thread pinning for
+tests of many small operations (one thread is faster there, and fair to a shared CPU)."""
 
+import openmm
 import pytest
 import torch
 
@@ -20,3 +22,22 @@ def dtype(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_openmm_thread():
+    """OpenMM's CPU platform on one thread for the module, restored afterwards."""
+    platform = openmm.Platform.getPlatformByName("CPU")
+    before = platform.getPropertyDefaultValue("Threads")
+    platform.setPropertyDefaultValue("Threads", "1")
+    yield
+    platform.setPropertyDefaultValue("Threads", before)

@@ -7,7 +7,6 @@ import shutil
 from types import SimpleNamespace
 
 import numpy as np
-import openmm
 import pytest
 import torch
 
@@ -21,8 +20,7 @@ from boltzflow.errors import BoltzflowError
 from boltzflow.io import write_samples
 from boltzflow.reference import run_md
 from boltzflow.systems import State, load_system
-from boltzflow.training.run import load_run
-from tests.io.runs import one_thread, tiny_run  # noqa: F401
+from tests.io.runs import one_thread, run, run_dir  # noqa: F401
 
 N_BOOT = 200
 
@@ -33,36 +31,17 @@ def system():
 
 
 @pytest.fixture(scope="module")
-def openmm_one_thread():
-    platform = openmm.Platform.getPlatformByName("CPU")
-    before = platform.getPropertyDefaultValue("Threads")
-    platform.setPropertyDefaultValue("Threads", "1")
-    yield
-    platform.setPropertyDefaultValue("Threads", before)
-
-
-@pytest.fixture(scope="module")
-def md_reference(system, tmp_path_factory, openmm_one_thread):
+def md_reference(system, tmp_path_factory, one_openmm_thread):
     return run_md(system, 0.002, tmp_path_factory.mktemp("md") / "md.h5", report_interval=100).path
 
 
 @pytest.fixture(scope="module")
-def umbrella_reference(system, tmp_path_factory, openmm_one_thread):
+def umbrella_reference(system, tmp_path_factory, one_openmm_thread):
     pytest.importorskip("pymbar")
     from boltzflow.reference import run_umbrella
 
     return run_umbrella(system, "phi", windows=4, ps=0.5, sample_interval=50, bins=24,
                         out=tmp_path_factory.mktemp("umbrella") / "umbrella")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def run(run_dir):
-    return load_run(run_dir)
 
 
 def synthetic(system, n=3000, seed=0):

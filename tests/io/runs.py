@@ -4,10 +4,9 @@ shared by the sample-file, export, report and CLI tests; torch pinned to one thr
 from pathlib import Path
 
 import pytest
-import torch
 
 from boltzflow.training.config import resolve_config
-from boltzflow.training.run import train
+from boltzflow.training.run import load_run, train
 
 TINY = ["model.layers=2", "model.hidden=[16]", "final_samples=64", "eval_batch_size=32"]
 _trained: dict = {}
@@ -23,8 +22,16 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
+    """Importing this fixture pins torch to one thread in the importing module."""
     yield
-    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
+    return load_run(run_dir)

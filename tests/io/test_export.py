@@ -10,15 +10,10 @@ from boltzflow.io import export_samples, read_samples, write_samples
 from boltzflow.systems import load_system
 from boltzflow.training.run import load_run
 
-from .runs import one_thread, tiny_run  # noqa: F401
+from .runs import one_thread, run_dir  # noqa: F401
 
 N, K = 50, 12
 TOLERANCE = {"dcd": 1e-5, "xtc": 5.1e-4, "pdb": 5.1e-5, "h5": 1e-7}  # nm: float32 Å, 1e-3 nm grid, 1e-3 Å grid
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

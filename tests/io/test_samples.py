@@ -17,21 +17,10 @@ import torch
 import boltzflow
 from boltzflow.errors import BoltzflowError
 from boltzflow.io import read_attributes, read_samples, write_samples
-from boltzflow.training.run import load_run
 
-from .runs import one_thread, tiny_run  # noqa: F401
+from .runs import one_thread, run, run_dir  # noqa: F401
 
 N, BATCH, K = 300, 128, 40  # the last batch is partial
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def run(run_dir):
-    return load_run(run_dir)
 
 
 @pytest.fixture(scope="module")

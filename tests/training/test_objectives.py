@@ -18,12 +18,7 @@ from boltzflow.training import (FAB, Schedule, StochasticFlow, TemperatureAnneal
 SEPARATION = 3.0  # wells at x₁ ≈ ±5: far outside the flow's initial N(0, 1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def right_well_weight_by_quadrature() -> float:
