@@ -26,11 +26,7 @@ from typing import Any, Optional, Sequence, Union
 
 from ..errors import BoltzflowError
 from ..io import read_toml
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib
+from ..io.toml import tomllib
 
 OBJECTIVES = ("rkl", "ml", "snf", "fab")
 KERNELS = ("metropolis", "mala", "hmc")
