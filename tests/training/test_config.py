@@ -35,6 +35,7 @@ def test_precedence_preset_file_options_assignments(tmp_path):
     ({"options": {"objective": "ml"}}, "objective 'ml' needs data"),
     ({"assignments": ["steps"]}, "write KEY=VALUE"),
     ({"preset": "huge"}, "unknown preset 'huge'"),
+    ({"assignments": ['model.base="gaussian"']}, "expected thermal | uniform"),
     ({"assignments": ["anneal.start=1200", "objective=\"snf\""]}, "rkl and fab objectives"),
 ])
 def test_bad_settings_are_clear_errors(kwargs, message):
