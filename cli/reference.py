@@ -57,7 +57,8 @@ def umbrella(
                                                                 "default ps/10."),
     repeats: int = typer.Option(1, help="Independent repeats (seeds SEED, SEED+1, …); with 2 or more, errors "
                                         "come from their spread."),
-    out: Path = typer.Option(Path("umbrella"), help="Output folder; rerun with the same settings to resume."),
+    out: Path = typer.Option(Path("umbrella"), help="Output folder; rerun with the same settings to resume, or "
+                                                    "with more --repeats to add repeats."),
     platform: str = typer.Option("CPU", help="OpenMM platform: CPU, CUDA, OpenCL or Reference."),
     threads: Optional[int] = typer.Option(None, help="OpenMM CPU threads (default: OpenMM's choice, or "
                                                      "OPENMM_CPU_THREADS)."),

@@ -9,7 +9,8 @@ discarded before ``ps`` of sampling; the CVs are recorded every ``sample_interva
 ``repeats`` independent repeats (seeds ``seed``, ``seed + 1``, …) each start again from the
 minimised structure. After each window, ``umbrella.h5`` in the output folder is rewritten
 atomically with every finished window (repeat after repeat), its wall time and the state to
-continue from, so an interrupted run resumes at the next window.
+continue from, so an interrupted run resumes at the next window; rerun with a larger
+``repeats`` to add repeats to a finished run.
 
 ``analyse_umbrella`` runs one MBAR over all windows of each repeat and writes, in kT:
 ΔF between the system's states defined on the CVs (``free_energies.json``) and the PMF
@@ -143,7 +144,8 @@ def run_umbrella(system, cv: Union[str, Sequence[str]] = "phi", windows: int = 3
         system: a boltzflow ``System``; ``cv`` one of its named dihedrals, or two ("phi,psi").
         windows: number of windows over [-π, π) per CV (two CVs: windows² on a grid).
         ps: sampling time per window (ps).
-        out: output folder (created); rerun with the same settings to resume.
+        out: output folder (created); rerun with the same settings to resume, or with more
+            ``repeats`` to add repeats.
         force_constant: κ in kJ/mol/rad² on each CV; default ``default_force_constant``
             (restraint width half the spacing, e.g. 327 kJ/mol/rad² for 36 windows at 300 K).
         platform, properties: OpenMM platform and its properties (e.g. {"Threads": "1"}).
@@ -233,6 +235,8 @@ def _load_progress(path: Path, settings: dict) -> tuple[list, list, Optional[str
     with h5py.File(path, "r") as f:
         saved = json.loads(f.attrs["settings"])
         changed = [key for key in settings if saved.get(key, LEGACY_SETTINGS.get(key)) != settings[key]]
+        if changed == ["repeats"] and settings["repeats"] > saved.get("repeats", 1):
+            changed = []  # more repeats: the finished windows stay valid and the new repeats follow them
         if changed:
             raise BoltzflowError(f"{path} holds a run with other settings ({', '.join(changed)}: "
                                  f"{[saved.get(k) for k in changed]} there, {[settings[k] for k in changed]} now); "

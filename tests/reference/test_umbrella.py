@@ -176,7 +176,11 @@ def test_tiny_2d_umbrella_with_repeats_resumes_and_writes_the_reweighted_plane(s
     assert set(result.files) >= {"ramachandran.npz", "ramachandran.png", "pmf.csv"}
     assert (tmp_path / "ramachandran.png").read_bytes().startswith(b"\x89PNG")
     with pytest.raises(BoltzflowError, match="other settings.*repeats"):
-        run_umbrella(system, out=tmp_path, repeats=3, **TINY_2D)
+        run_umbrella(system, out=tmp_path, repeats=1, **TINY_2D)  # fewer repeats than were run
+    calls = []
+    more = run_umbrella(system, out=tmp_path, repeats=3, progress=lambda d, t: calls.append(d), **TINY_2D)
+    assert min(calls) > 18 * 440 and len(more.per_repeat) == 3  # only the third repeat ran
+    assert np.array_equal(load_umbrella(tmp_path)["cv"][:18], data["cv"])
 
 
 def test_a_1d_folder_written_before_repeats_existed_still_resumes(system, tmp_path):
