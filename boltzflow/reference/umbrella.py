@@ -25,6 +25,7 @@ each repeat's, and the noise floor of its total variation) and its free-energy s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -57,8 +58,9 @@ LEGACY_SETTINGS = {"repeats": 1}  # settings absent from files written before th
 @dataclass(frozen=True)
 class UmbrellaResult:
     """MBAR results of the first repeat (``free_energies``), ΔF ("a -> b" → Estimate, kT; over
-    the repeats when there are several), each repeat's ΔF (``per_repeat``), everything written
-    to free_energies.json (``summary``) and the files written in ``folder``."""
+    the repeats when there are several), each repeat's ΔF (``per_repeat``; with several
+    repeats their MBAR errors ignore the correlation of frames and say so in ``method``),
+    everything written to free_energies.json (``summary``) and the files written in ``folder``."""
 
     free_energies: UmbrellaFreeEnergies
     delta_f: dict
@@ -318,6 +320,9 @@ def analyse_umbrella(folder: Union[str, Path], bins: int = 72, level: float = 0.
                                   settings["force_constant"], data["kT"], bins, regions, decorrelate=repeats == 1,
                                   level=level) for r in range(repeats)]
     each = [{f"{a} -> {b}": result.delta_f(a, b, level) for a, b in pairs} for result in results]
+    if repeats > 1:  # every frame was used: MBAR's own error ignores their correlation
+        each = [{k: dataclasses.replace(v, method="MBAR on correlated frames: error too narrow")
+                 for k, v in d.items()} for d in each]
     if repeats == 1:
         delta, profile = each[0], results[0].profile
     else:
@@ -342,7 +347,7 @@ def _summary(data: dict, named: dict, delta: dict, each: list, results: list) ->
     wall = np.asarray(data["wall_seconds"], dtype=np.float64).reshape(-1, per_repeat)
     repeats = []
     for r, (d, result) in enumerate(zip(each, results)):
-        repeats.append({"seed": settings["seed"] + r, "delta_f": {k: _as_dict(v) for k, v in d.items()},
+        repeats.append({"seed": settings["seed"] + r, "delta_f": {k: v.value for k, v in d.items()},
                         "samples": int(result.samples_per_window.sum()), "overlap": _overlap(result.overlap),
                         "simulated_ns": per_repeat * window_ns, "wall_seconds": float(wall[r].sum())})
     states = {name: {cv: [math.degrees(low), math.degrees(high)] for cv, (low, high) in ranges.items()}

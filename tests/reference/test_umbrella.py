@@ -164,6 +164,8 @@ def test_tiny_2d_umbrella_with_repeats_resumes_and_writes_the_reweighted_plane(s
     saved = json.loads((tmp_path / "free_energies.json").read_text())
     assert saved["states"]["phi_positive"] == {"phi": [0.0, 180.0]}
     assert [r["seed"] for r in saved["repeats"]] == [0, 1]
+    assert saved["repeats"][1]["delta_f"] == pytest.approx({k: v.value for k, v in result.per_repeat[1].items()})
+    assert all("too narrow" in e.method for e in result.per_repeat[0].values())  # correlated frames
     assert saved["cost"]["simulated_ns"] == pytest.approx(2 * 9 * 0.44 / 1000)
     assert saved["cost"]["wall_seconds"] == pytest.approx(data["wall_seconds"].sum())
     assert 0 < saved["repeats"][0]["overlap"]["weakest_best_neighbour"] < 1
