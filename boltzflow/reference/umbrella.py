@@ -386,8 +386,8 @@ def _mean_profile(profiles: list, level: float):
         mean = -np.log(p.mean(0))
     lowest = int(np.argmin(mean))
     mean -= mean[lowest]
-    shifted = f - f[:, lowest:lowest + 1]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf − inf where a repeat left a bin empty
+        shifted = f - f[:, lowest:lowest + 1]
         error = shifted.std(0, ddof=1) / math.sqrt(len(f))
     error = np.where(np.isfinite(shifted).all(0), error, math.inf)
     half = np.where(np.isfinite(mean), stats.t.ppf(0.5 + level / 2, len(f) - 1) * error, 0.0)

@@ -158,9 +158,13 @@ def test_tiny_2d_umbrella_with_repeats_resumes_and_writes_the_reweighted_plane(s
                                    "C7eq_beta -> alphaL_C7ax"}
     assert len(result.per_repeat) == 2
     for key, estimate in result.delta_f.items():
-        values = [each[key].value for each in result.per_repeat]
-        assert estimate.value == pytest.approx(np.mean(values)) and estimate.n == 2
-        assert estimate.error == pytest.approx(abs(values[0] - values[1]) / 2)  # s.d./√2 of two values
+        values = np.array([each[key].value for each in result.per_repeat])
+        assert estimate.n == 2
+        if np.isfinite(values).all():
+            assert estimate.value == pytest.approx(values.mean())
+            assert estimate.error == pytest.approx(abs(values[0] - values[1]) / 2)  # s.d./√2 of two values
+        else:  # a 0.4 ps repeat can miss a state on some CPUs: no error can be given
+            assert estimate.error == math.inf
     saved = json.loads((tmp_path / "free_energies.json").read_text())
     assert saved["states"]["phi_positive"] == {"phi": [0.0, 180.0]}
     assert [r["seed"] for r in saved["repeats"]] == [0, 1]
