@@ -120,11 +120,13 @@ def umbrella(
         console.print(table)
         console.print(f"error: {summary['uncertainty']}")
         for name, ranges in summary["states"].items():
-            console.print(f"state {name}: " + ", ".join(f"{c} ∈ [{lo:g}°, {hi:g}°)" for c, (lo, hi) in ranges.items()))
+            bounds = ", ".join(f"{c} ∈ [{lo:g}°, {hi:g}°)" for c, (lo, hi) in ranges.items())
+            console.print(f"state {name}: {bounds}")
     else:
         console.print(f"{loaded.name} has fewer than two disjoint states defined on {','.join(cvs)}: no ΔF to report")
     counts = result.free_energies.samples_per_window
-    console.print(f"samples per window{' after decorrelation' if repeats == 1 else ''}: {counts.min()}–{counts.max()}")
+    thinned = " after decorrelation" if repeats == 1 else ""
+    console.print(f"samples per window{thinned}: {counts.min()}–{counts.max()}")
     overlap = min(r["overlap"]["weakest_best_neighbour"] for r in summary["repeats"])
     console.print(f"weakest window's overlap with its best neighbour (MBAR overlap matrix): {overlap:.3f}")
     cost = summary["cost"]
