@@ -36,6 +36,9 @@ BASES = ("thermal", "uniform")
 LEGACY: dict[str, Any] = {"model": {"base": "uniform"}, "rkl": {"forward_weight": 0.0, "forward_samples": 32},
                           "anneal": {"refit": "ml"}}
 
+# preset sections that apply to some objectives only; with another objective they are left out
+SCOPED: dict[str, tuple[str, ...]] = {"anneal": ("rkl",)}
+
 DEFAULTS: dict[str, Any] = {
     "system": "",
     "objective": "rkl",           # rkl | ml | snf | fab
@@ -71,10 +74,15 @@ DEFAULTS: dict[str, Any] = {
     "anneal": {"start": 0.0, "stages": 5, "first_fraction": 0.5, "samples": 65536, "refit": "ml"},
 }
 
+# reverse KL from 600 K down to the target temperature in four steps, with the mode-covering
+# term: both keep minor basins (alanine dipeptide's φ > 0) that reverse KL alone misses or
+# collapses into (benchmarks/RESULTS.md)
+ANNEALED_RKL: dict[str, Any] = {"rkl": {"forward_weight": 1.0},
+                                "anneal": {"start": 600.0, "stages": 4, "refit": "objective"}}
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": ANNEALED_RKL,
     # one hour of one CPU core: twice the batch, 4.5 times the steps of the default (9.2e6 evaluations)
-    "cpu-hour": {"steps": 18_000, "batch_size": 512, "warmup": 200},
+    "cpu-hour": {**ANNEALED_RKL, "steps": 18_000, "batch_size": 512, "warmup": 200},
     "literature": {"steps": 250_000, "batch_size": 1024, "lr": 5e-4, "warmup": 1000,
                    "model": {"layers": 12, "bins": 8, "hidden": [256, 256]},
                    "fab": {"buffer_batches": 100, "updates_per_ais": 8},
@@ -145,13 +153,21 @@ def resolve_config(system: Optional[str] = None, preset: str = "default",
     """
     if preset not in PRESETS:
         raise BoltzflowError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    config = copy.deepcopy(DEFAULTS)
-    _merge(config, copy.deepcopy(PRESETS[preset]), f"preset {preset}")
-    if config_file is not None:
-        _merge(config, read_toml(config_file), str(config_file))
-    _merge(config, {k: v for k, v in (options or {}).items() if v is not None}, "command line")
-    for text in assignments:
-        _merge(config, parse_assignment(text), f"--set {text}")
+    layers = [(str(config_file), read_toml(config_file))] if config_file is not None else []
+    layers.append(("command line", {k: v for k, v in (options or {}).items() if v is not None}))
+    layers += [(f"--set {text}", parse_assignment(text)) for text in assignments]
+
+    def layered(preset_settings: dict) -> dict:
+        config = copy.deepcopy(DEFAULTS)
+        _merge(config, copy.deepcopy(preset_settings), f"preset {preset}")
+        for source, settings in layers:
+            _merge(config, copy.deepcopy(settings), source)
+        return config
+
+    settings = PRESETS[preset]
+    config = layered({k: v for k, v in settings.items() if k not in SCOPED})
+    if any(k in SCOPED and config["objective"] in SCOPED[k] for k in settings):
+        config = layered({k: v for k, v in settings.items() if k not in SCOPED or config["objective"] in SCOPED[k]})
     if system is not None:
         config["system"] = system
     _validate(config)

@@ -51,7 +51,7 @@ def test_cli_smoke_writes_the_run_directory(tmp_path):
     ("rkl", ()),
     ("fab", ("fab.n_intermediate=2", "fab.n_leapfrog=2", "fab.buffer_batches=4", "fab.updates_per_ais=2")),
     ("snf", ("snf.layers=2",)),
-    ("rkl", ("anneal.start=900.0", "anneal.stages=3", "anneal.samples=64")),
+    ("rkl", ("anneal.start=900.0", "anneal.stages=3", "anneal.samples=64", 'anneal.refit="ml"')),
     ("rkl", ("anneal.start=900.0", "anneal.stages=3", 'anneal.refit="objective"', "rkl.forward_weight=0.5")),
 ])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, objective, extra):
