@@ -83,10 +83,11 @@ def table(rows: list[dict], preset: str) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         low, high = r["delta_f_interval"] or (float("nan"), float("nan"))
+        delta = float("nan") if r["delta_f"] is None else r["delta_f"]
         diff = r.get("delta_f_minus_reference")
         lines.append(f"| {preset}, seed {r['seed']} | {r['evaluations']:.2e} | {r['wall_time_min']:.1f} min | "
                      f"{100 * r['ess']:.1f}% | {r['khat']:.2f} | {100 * r['phi_positive']:.3f}% | "
-                     f"{r['delta_f']:.2f} ({low:.2f}–{high:.2f}) kT | "
+                     f"{delta:.2f} ({low:.2f}–{high:.2f}) kT | "
                      + ("–" if diff is None else f"{diff:+.2f} kT") + " |")
     ess = [r["ess"] for r in rows]
     lines.append(f"| **median of {len(rows)}** | | | **{100 * statistics.median(ess):.1f}%** "
