@@ -158,3 +158,18 @@ def load_run_with_base(run_dir, base):
     config["model"]["base"] = base
     write_toml(run_dir / "config.toml", config)
     return load_run(run_dir)
+
+
+def test_literature_preset_targets_cuda_and_runs_on_the_cpu_when_told(tmp_path):
+    """The published model and budget ask for CUDA and the compiled force field; here it is
+    refused with a one-line error, and runs (two steps, eager energies) with --device cpu."""
+    if not torch.cuda.is_available():
+        refused = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--preset", "literature",
+                                           "--out", str(tmp_path / "gpu")])
+        assert refused.exit_code != 0 and "CUDA is not available" in str(refused.exception)
+        assert not (tmp_path / "gpu").exists()
+    config = resolve_config("alanine-dipeptide", "literature", options={"device": "cpu", "steps": 2, "batch_size": 16},
+                            assignments=["energy.compile=false", "eval_batch_size=32", "final_samples=64"])
+    assert config["model"]["layers"] == 12 and config["model"]["hidden"] == [256, 256]
+    summary = train(config, tmp_path / "cpu")
+    assert summary["stopped"] == "done" and summary["evaluations"] == 32
