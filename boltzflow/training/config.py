@@ -13,7 +13,7 @@ model as 1 process × P·S shards, up to float rounding; ``shards`` may change o
 as long as processes × shards stays the same.
 
 The ``default`` preset fits a laptop: ``boltzflow train alanine-dipeptide`` trains in
-about 7 minutes on one CPU core. The ``literature`` preset uses the model and budget of the
+about 10 minutes on one CPU core. The ``literature`` preset uses the model and budget of the
 published alanine-dipeptide runs (12 coupling layers, 8 bins, 256 hidden units, batch 1024,
 Adam 5e-4 with cosine decay; FAB: 2.1e8 target evaluations).
 """
