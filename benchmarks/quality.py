@@ -8,7 +8,8 @@ over seeds:
 - cost: target evaluations and wall time of training (threads as the run had them);
 - Kish ESS without weight clipping, and PSIS k̂ next to it;
 - the reweighted φ > 0 population and ΔF(φ < 0 → φ > 0) with its bootstrap interval;
-- against ``--reference`` (an umbrella folder of ``boltzflow umbrella``): ΔF − ΔF_ref;
+- against ``--reference`` (an umbrella folder of ``boltzflow umbrella``): ΔF − ΔF_ref and, for a
+  2-D (φ, ψ) folder, the total variation of the reweighted Ramachandran histogram;
 - the published anchors of the same system (CMT paper, Table 1), for scale.
 
     python benchmarks/quality.py --preset default --seeds 0,1,2 --reference refs/umbrella2d --markdown
@@ -44,6 +45,8 @@ def judge(run_dir: Path, samples: int, seed: int, reference=None) -> dict:
     if reference is not None and report.comparison is not None:
         difference = report.comparison.delta_f_difference.get(DELTA)
         row["delta_f_minus_reference"] = getattr(difference, "value", difference)
+        plane = report.comparison.ramachandran
+        row["ramachandran_tv"] = None if plane is None else plane["total_variation"]
     return row
 
 
@@ -79,8 +82,8 @@ def main(argv=None) -> list[dict]:
 
 
 def table(rows: list[dict], preset: str) -> str:
-    lines = ["| run | target evaluations | wall time | Kish ESS | PSIS k̂ | φ > 0 (reweighted) | ΔF(φ<0 → φ>0) | − reference |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | target evaluations | wall time | Kish ESS | PSIS k̂ | φ > 0 (reweighted) | ΔF(φ<0 → φ>0) | − reference "
+             "| Ramachandran TV |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         low, high = r["delta_f_interval"] or (float("nan"), float("nan"))
         delta = float("nan") if r["delta_f"] is None else r["delta_f"]
@@ -88,12 +91,13 @@ def table(rows: list[dict], preset: str) -> str:
         lines.append(f"| {preset}, seed {r['seed']} | {r['evaluations']:.2e} | {r['wall_time_min']:.1f} min | "
                      f"{100 * r['ess']:.1f}% | {r['khat']:.2f} | {100 * r['phi_positive']:.3f}% | "
                      f"{delta:.2f} ({low:.2f}–{high:.2f}) kT | "
-                     + ("–" if diff is None else f"{diff:+.2f} kT") + " |")
+                     + ("–" if diff is None else f"{diff:+.2f} kT") + " | "
+                     + ("–" if r.get("ramachandran_tv") is None else f"{r['ramachandran_tv']:.3f}") + " |")
     ess = [r["ess"] for r in rows]
     lines.append(f"| **median of {len(rows)}** | | | **{100 * statistics.median(ess):.1f}%** "
-                 f"(range {100 * min(ess):.1f}–{100 * max(ess):.1f}%) | | | | |")
+                 f"(range {100 * min(ess):.1f}–{100 * max(ess):.1f}%) | | | | | |")
     for name, evaluations, published in PUBLISHED:
-        lines.append(f"| published {name} | {evaluations:.2e} | GPU | {100 * published:.1f}% | | | | |")
+        lines.append(f"| published {name} | {evaluations:.2e} | GPU | {100 * published:.1f}% | | | | | |")
     return "\n".join(lines)
 
 
