@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -72,14 +74,23 @@ def train(
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=console.quiet) as bar:
         task = bar.add_task("training", total=settings["steps"], info="")
-        state: dict = {}
+        state: dict = {"printed": -math.inf}
+        held_out = settings["eval_batch_size"]
 
         def on_step(step: int, record: dict) -> None:
-            if "eval_ess" in record:
-                state["eval"] = f"ESS {100 * record['eval_ess']:.1f}%"
+            if "eval_ess" in record:  # a small-sample figure: heavy-tailed weights make it overstate
+                state["eval"] = f"ESS {100 * record['eval_ess']:.1f}% of {held_out:,}"
             loss = record["loss"]
             info = f"loss {loss:.2f}" if loss == loss else "loss skipped"
-            bar.update(task, completed=step, info=f"{info}  {state.get('eval', '')}  evals {record.get('evaluations', 0):,}")
+            info = f"{info}  {state.get('eval', '')}  evals {record.get('evaluations', 0):,}"
+            bar.update(task, completed=step, info=info)
+            # no terminal (a Slurm log, a pipe): a plain line at the logged steps, at most every 30 s
+            now = time.monotonic()
+            if not console.is_terminal and "eval_ess" in record and (now - state["printed"] >= 30
+                                                                     or step == settings["steps"]):
+                state["printed"] = now
+                console.print(f"step {step:,}/{settings['steps']:,}  {info}  "
+                              f"wall {record.get('wall_time', 0) / 60:.1f} min", soft_wrap=True)
 
         console.print(f"training {settings['objective']} on {settings['system']} → {out}")
         summary = train_run(settings, out, resume=resume, on_step=on_step)

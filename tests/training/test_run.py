@@ -173,3 +173,15 @@ def test_literature_preset_targets_cuda_and_runs_on_the_cpu_when_told(tmp_path):
     assert config["model"]["layers"] == 12 and config["model"]["hidden"] == [256, 256]
     summary = train(config, tmp_path / "cpu")
     assert summary["stopped"] == "done" and summary["evaluations"] == 32
+
+
+def test_progress_without_a_terminal_is_plain_log_lines(tmp_path):
+    """Output to a file or a Slurm log gets a line per logged step (at most every 30 s, and the
+    last), with the held-out ESS labelled by its sample count."""
+    result = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "4", "--batch-size", "16",
+                                      "--out", str(tmp_path / "run"), "--set", "log_every=2",
+                                      "--set", "eval_batch_size=32", "--set", "final_samples=64"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("step ")]
+    assert lines[0].startswith("step 2/4") and lines[-1].startswith("step 4/4")
+    assert "ESS" in lines[-1] and "of 32" in lines[-1] and "evals 64" in lines[-1]
