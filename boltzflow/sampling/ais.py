@@ -22,6 +22,21 @@ non-finite value anywhere) get log w = −inf, never NaN.
 Each level has its own copy of the kernel, hence its own step size; after every call (not
 during it, so each run uses fixed kernels and stays exact) the step sizes move towards
 the kernels' target acceptance by their Robbins–Monro rule, unless ``adapt`` is False.
+
+Adapt, then freeze (``warm_up``): for an estimate that must stay unbiased, tune the step
+sizes on warm-up batches whose weights are thrown away, then freeze them (``adapt`` =
+False) for the production runs. A step size tuned on the same chains it is then used on
+would make the kernels depend on those chains; tuned on separate batches, every
+production chain runs fixed kernels and E_q[w] = Z_π holds exactly. The warm-up first
+makes each kernel's step size relative to the spread of q along each coordinate (standard
+deviation; circular standard deviation on circles), then runs Robbins–Monro with a
+decreasing gain γ₀/√(t+1) per level.
+
+Cost of one chain (``gradient_evaluations``): at each level one evaluation of ∇log π_β at
+the chain's point (the level's density differs from the previous one's), then
+``steps_per_level`` moves of ``kernel.evaluations_per_step`` evaluations each; every one
+evaluates log q and log p̃ with their gradients. At the end, one evaluation of each
+without gradient.
 """
 
 from __future__ import annotations
@@ -29,8 +44,9 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
+import torch
 from torch import Tensor, nn
 
 from .kernels import Kernel
@@ -98,6 +114,49 @@ class AIS(nn.Module):
         for k in self.kernels:
             k.differentiable = False
 
+    @property
+    def gradient_evaluations(self) -> int:
+        """Evaluations of log q and log p̃ with their gradients per chain and call (module docstring)."""
+        if not self.kernels:
+            return 0
+        kernel = self.kernels[0]
+        return len(self.kernels) * (1 + self.steps_per_level * kernel.evaluations_per_step) if kernel.uses_grad else 0
+
+    @property
+    def step_sizes(self) -> Tensor:
+        """Step size of each level's kernel: [M] or [M, dim] (per-dimension step sizes)."""
+        if not self.kernels:
+            return torch.zeros(0)
+        return torch.stack([k.step_size for k in self.kernels])
+
+    def warm_up(self, draw: Callable[[], tuple[Tensor, Tensor]], log_q_fn: LogDensity, log_p_fn: LogDensity,
+                iterations: int, gain: float = 1.0, precondition: bool = True) -> Tensor:
+        """Tune each level's step size on ``iterations`` warm-up batches, then freeze them.
+
+        ``draw()`` returns a fresh batch (x [batch, dim], log q(x) [batch]) of q; the weights
+        of these runs are discarded. ``precondition``: first make the step sizes relative to
+        q's spread per coordinate, measured on the first batch (``spread``). Robbins–Monro
+        gain ``gain``/√(t+1) at warm-up batch t. Afterwards ``adapt`` is False. Returns the
+        acceptance of each level at each warm-up batch, [iterations, M].
+        """
+        if int(iterations) != iterations or iterations < 0:
+            raise ValueError(f"iterations must be a non-negative integer, got {iterations}")
+        if not gain > 0:
+            raise ValueError(f"gain must be positive, got {gain}")
+        self.adapt = False
+        history = []
+        for t in range(int(iterations)):
+            x, log_q = draw()
+            if precondition and t == 0:
+                scale = spread(x[torch.isfinite(log_q)], self.kernels[0].space) if self.kernels else None
+                for kernel in self.kernels:
+                    kernel.precondition(scale)
+            result = self(x, log_q_fn, log_p_fn, log_q=log_q)
+            for kernel, rate in zip(self.kernels, result.acceptance):
+                kernel.update_step_size(rate, gain / math.sqrt(t + 1))
+            history.append(result.acceptance)
+        return torch.stack(history) if history else torch.zeros(0, len(self.kernels))
+
     def forward(self, x: Tensor, log_q_fn: LogDensity, log_p_fn: LogDensity,
                 log_q: Optional[Tensor] = None, alpha: float = 1.0) -> AISResult:
         """Anneal samples ``x`` [batch, dim] of q towards π = p̃^α q^(1−α).
@@ -131,3 +190,19 @@ class AIS(nn.Module):
             for kernel, rate in zip(self.kernels, acceptance):
                 kernel.update_step_size(rate)
         return AISResult(x, log_w, log_p, log_q_end, acceptance)
+
+
+def spread(x: Tensor, space=None) -> Tensor:
+    """A length scale per coordinate of points x [n, dim], n ≥ 2: the standard deviation, and
+    on circle dimensions of ``space`` (a ``Space``) the circular standard deviation
+    √(−2 log R), R the mean resultant length, at most π. Floored at 1e-6 of the largest."""
+    if x.dim() != 2 or len(x) < 2:
+        raise ValueError(f"x must have shape [n >= 2, dim], got {list(x.shape)}")
+    x = x.double()
+    scale = x.std(0)
+    if space is not None and space.has_circle:
+        r = torch.sqrt(torch.cos(x).mean(0) ** 2 + torch.sin(x).mean(0) ** 2).clamp(1e-12, 1.0)
+        circular = torch.sqrt(-2 * torch.log(r)).clamp(max=math.pi)
+        scale = torch.where(space.circle.to(x.device), circular, scale)
+    scale = torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
+    return scale.clamp_min(1e-6 * float(scale.max()) if float(scale.max()) > 0 else 1.0)
