@@ -55,9 +55,9 @@ def sample(
     ais_step_size: float = typer.Option(0.5, "--ais-step-size", help="Initial step size relative to the flow's spread "
                                                                      "per coordinate (tuned in the warm-up)."),
     ais_spacing: str = typer.Option("linear", "--ais-spacing", help="Schedule of the levels: linear or geometric."),
-    ais_warmup: int = typer.Option(30, "--ais-warmup", help="Warm-up batches that tune the step sizes (weights "
+    ais_warmup: int = typer.Option(20, "--ais-warmup", help="Warm-up batches that tune the step sizes (weights "
                                                             "discarded)."),
-    ais_warmup_size: int = typer.Option(256, "--ais-warmup-size", help="Flow samples per warm-up batch."),
+    ais_warmup_size: int = typer.Option(128, "--ais-warmup-size", help="Flow samples per warm-up batch."),
 ) -> None:
     """Draw weighted conformations from a trained run into an HDF5 samples file.
 

@@ -59,8 +59,8 @@ class AISCorrection:
     steps: int = 1
     step_size: float = 0.5
     spacing: str = "linear"
-    warmup: int = 30
-    warmup_size: int = 256
+    warmup: int = 20
+    warmup_size: int = 128
     ais: AIS | None = field(default=None, init=False, repr=False)
     warmup_acceptance: Tensor | None = field(default=None, init=False, repr=False)
     warmup_evaluations: int = field(default=0, init=False)

@@ -87,3 +87,12 @@ def test_a_bad_level_count_is_one_error_line_and_exit_2(tmp_path):
 def test_help_shows_an_ais_example():
     result = runner.invoke(app, ["sample", "--help"], terminal_width=200)
     assert result.exit_code == 0 and "--ais 16 --ais-kernel hmc" in result.output
+
+
+def test_the_benchmark_table_reads_the_file(run_dir, capsys):
+    from tests.test_benchmarks import load
+
+    rows = load("ais_correction").main([str(run_dir / "samples.h5"), "--markdown"])
+    assert rows[0]["levels"] == LEVELS and 0 < rows[0]["ess_ais"] <= 1 and 0 < rows[0]["ess_flow"] <= 1
+    assert rows[0]["gradient_evaluations"] == LEVELS * 3 and rows[0]["ms_per_sample"] > 0
+    assert "| hmc K=3 L=2 | 96 | 9 |" in capsys.readouterr().out
