@@ -58,6 +58,9 @@ def sample(
     ais_warmup: int = typer.Option(20, "--ais-warmup", help="Warm-up batches that tune the step sizes (weights "
                                                             "discarded)."),
     ais_warmup_size: int = typer.Option(128, "--ais-warmup-size", help="Flow samples per warm-up batch."),
+    ais_precondition: str = typer.Option("spread", "--ais-precondition", help="Step sizes per coordinate relative to "
+                                         "the flow's spread, or to each level's conditional width from its gradient: "
+                                         "spread or curvature."),
 ) -> None:
     """Draw weighted conformations from a trained run into an HDF5 samples file.
 
@@ -87,7 +90,7 @@ def sample(
 
     # the AIS options are checked before any work (bad values: one error line, exit 2)
     correction = AISCorrection(ais, ais_kernel, ais_leapfrog, ais_steps, ais_step_size, ais_spacing, ais_warmup,
-                               ais_warmup_size)
+                               ais_warmup_size, ais_precondition)
     if ais == 0:
         correction = None
     elif (run / "config.toml").is_file():

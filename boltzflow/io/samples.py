@@ -30,7 +30,7 @@ With an AIS correction (``boltzflow.training.correction``): z, positions, u and 
 those of the chains' end points and log_w their AIS weights; ais_levels (K), ais_kernel,
 ais_leapfrog, ais_steps_per_level, ais_spacing, ais_betas [K+2], ais_step_size_initial,
 ais_step_sizes [K, D] (frozen after the warm-up), ais_acceptance [K] (production mean),
-ais_warmup_batches, ais_warmup_size, ais_warmup_evaluations, ais_warmup_seconds,
+ais_warmup_batches, ais_warmup_size, ais_precondition, ais_warmup_evaluations, ais_warmup_seconds,
 ais_gradient_evaluations_per_sample (log q and log p̃ with gradients, per chain),
 ais_extra_evaluations_per_sample (target evaluations per sample beyond the one a plain draw
 makes, measured), log_w_flow_logsumexp.

@@ -30,7 +30,9 @@ would make the kernels depend on those chains; tuned on separate batches, every
 production chain runs fixed kernels and E_q[w] = Z_π holds exactly. The warm-up first
 makes each kernel's step size relative to the spread of q along each coordinate (standard
 deviation; circular standard deviation on circles), then runs Robbins–Monro with a
-decreasing gain γ₀/√(t+1) per level.
+decreasing gain γ₀/√(t+1) per level. ``precondition="curvature"`` takes the length per
+coordinate from the gradient of each level's density instead (``gradient_scale``): the
+conditional width, which is what limits a step when coordinates are stiff or correlated.
 
 Cost of one chain (``gradient_evaluations``): at each level one evaluation of ∇log π_β at
 the chain's point (the level's density differs from the previous one's), then
@@ -50,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import Kernel
-from .targets import LogDensity, log_prob
+from .targets import LogDensity, log_prob, log_prob_and_grad
 
 
 def annealing_schedule(n_intermediate: int, spacing: str = "linear",
@@ -130,32 +132,46 @@ class AIS(nn.Module):
         return torch.stack([k.step_size for k in self.kernels])
 
     def warm_up(self, draw: Callable[[], tuple[Tensor, Tensor]], log_q_fn: LogDensity, log_p_fn: LogDensity,
-                iterations: int, gain: float = 1.0, precondition: bool = True) -> Tensor:
+                iterations: int, gain: float = 1.0, precondition: Optional[str] = "spread") -> Tensor:
         """Tune each level's step size on ``iterations`` warm-up batches, then freeze them.
 
         ``draw()`` returns a fresh batch (x [batch, dim], log q(x) [batch]) of q; the weights
-        of these runs are discarded. ``precondition``: first make the step sizes relative to
-        q's spread per coordinate, measured on the first batch (``spread``). Robbins–Monro
-        gain ``gain``/√(t+1) at warm-up batch t. Afterwards ``adapt`` is False. Returns the
-        acceptance of each level at each warm-up batch, [iterations, M].
+        of these runs are discarded. ``precondition`` (None: off) first makes the step sizes
+        relative to a length per coordinate, measured on the first batch: ``"spread"``, q's
+        spread (``spread``); ``"curvature"``, per level the conditional scale of π_β from its
+        gradient (``gradient_scale``). Robbins–Monro gain ``gain``/√(t+1) at warm-up batch t.
+        Afterwards ``adapt`` is False. Returns the acceptance of each level at each warm-up
+        batch, [iterations, M].
         """
         if int(iterations) != iterations or iterations < 0:
             raise ValueError(f"iterations must be a non-negative integer, got {iterations}")
         if not gain > 0:
             raise ValueError(f"gain must be positive, got {gain}")
+        if precondition not in (None, "spread", "curvature"):
+            raise ValueError(f"precondition must be None, 'spread' or 'curvature', got {precondition!r}")
         self.adapt = False
         history = []
         for t in range(int(iterations)):
             x, log_q = draw()
-            if precondition and t == 0:
-                scale = spread(x[torch.isfinite(log_q)], self.kernels[0].space) if self.kernels else None
-                for kernel in self.kernels:
-                    kernel.precondition(scale)
+            if precondition is not None and t == 0 and self.kernels:
+                self._precondition(precondition, x[torch.isfinite(log_q)], log_q_fn, log_p_fn)
             result = self(x, log_q_fn, log_p_fn, log_q=log_q)
             for kernel, rate in zip(self.kernels, result.acceptance):
                 kernel.update_step_size(rate, gain / math.sqrt(t + 1))
             history.append(result.acceptance)
         return torch.stack(history) if history else torch.zeros(0, len(self.kernels))
+
+    def _precondition(self, how: str, x: Tensor, log_q_fn: LogDensity, log_p_fn: LogDensity) -> None:
+        if how == "spread":
+            scale = spread(x, self.kernels[0].space)
+            for kernel in self.kernels:
+                kernel.precondition(scale)
+            return
+        log_q, grad_q = log_prob_and_grad(log_q_fn, x)
+        log_p, grad_p = log_prob_and_grad(log_p_fn, x)
+        ok = torch.isfinite(log_q) & torch.isfinite(log_p)
+        for kernel, beta in zip(self.kernels, self.betas[1:-1]):
+            kernel.precondition(gradient_scale(((1 - beta) * grad_q + beta * grad_p)[ok]))
 
     def forward(self, x: Tensor, log_q_fn: LogDensity, log_p_fn: LogDensity,
                 log_q: Optional[Tensor] = None, alpha: float = 1.0) -> AISResult:
@@ -206,3 +222,20 @@ def spread(x: Tensor, space=None) -> Tensor:
         scale = torch.where(space.circle.to(x.device), circular, scale)
     scale = torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
     return scale.clamp_min(1e-6 * float(scale.max()) if float(scale.max()) > 0 else 1.0)
+
+
+def gradient_scale(grad: Tensor) -> Tensor:
+    """A length per coordinate from gradients ∇log π [n, dim] at n ≥ 1 points: 0.6745 / median |∂ᵢ log π|.
+
+    For a Gaussian of standard deviation σᵢ along coordinate i (given the others),
+    ∂ᵢ log π = −(xᵢ − μᵢ)/σᵢ² has median |·| = 0.6745/σᵢ, so this is σᵢ: the conditional width
+    that limits HMC and MALA steps (a marginal spread overstates it for correlated or
+    stiff coordinates). The median ignores a few clashes with huge forces. Coordinates
+    with no gradient get the largest scale of the others."""
+    if grad.dim() != 2 or len(grad) < 1:
+        raise ValueError(f"grad must have shape [n >= 1, dim], got {list(grad.shape)}")
+    median = grad.double().abs().median(0).values
+    scale = 0.6745 / median
+    finite = torch.isfinite(scale) & (median > 0)
+    fill = float(scale[finite].max()) if finite.any() else 1.0
+    return torch.where(finite, scale, torch.full_like(scale, fill))

@@ -7,7 +7,8 @@ weight, whose mean over chains is Z: the correction keeps the estimates unbiased
 moving samples towards p where the flow is off.
 
 Step sizes: before the first production batch, ``warm_up(run)`` makes each level's step
-size relative to the flow's spread per coordinate and tunes it towards the kernel's target
+size relative to a length per coordinate (the flow's spread, or the level's conditional
+width from its gradient: ``precondition``) and tunes it towards the kernel's target
 acceptance on ``warmup`` separate batches of ``warmup_size`` flow samples (their weights
 are discarded); then the step sizes are frozen, so every production chain runs fixed
 kernels. ``attributes()`` records K, the kernel, the frozen step sizes, the acceptance of
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 AIS_KERNELS = {"hmc": HMC, "mala": MALA}
 SPACINGS = ("linear", "geometric")
+PRECONDITIONERS = ("spread", "curvature")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class AISCorrection:
         spacing: ``linear`` or ``geometric`` β schedule (``annealing_schedule``).
         warmup: warm-up batches (weights discarded) before the step sizes are frozen.
         warmup_size: flow samples per warm-up batch.
+        precondition: ``spread`` (step sizes relative to the flow's spread per coordinate)
+            or ``curvature`` (relative to each level's conditional width, from its gradient);
+            ``AIS.warm_up``.
     """
 
     levels: int
@@ -61,6 +66,7 @@ class AISCorrection:
     spacing: str = "linear"
     warmup: int = 20
     warmup_size: int = 128
+    precondition: str = "spread"
     ais: AIS | None = field(default=None, init=False, repr=False)
     warmup_acceptance: Tensor | None = field(default=None, init=False, repr=False)
     warmup_evaluations: int = field(default=0, init=False)
@@ -83,6 +89,8 @@ class AISCorrection:
             (int(self.warmup) == self.warmup and self.warmup >= 1, f"--ais-warmup must be >= 1 batch, got {self.warmup}"),
             (int(self.warmup_size) == self.warmup_size and self.warmup_size >= 2,
              f"--ais-warmup-size must be >= 2 samples, got {self.warmup_size}"),
+            (self.precondition in PRECONDITIONERS,
+             f"unknown --ais-precondition {self.precondition!r}; choose {' or '.join(PRECONDITIONERS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -115,7 +123,8 @@ class AISCorrection:
 
         before, start = run.target.evaluations, time.perf_counter()
         with _frozen_parameters(run.flow):
-            self.warmup_acceptance = self.ais.warm_up(draw, run.flow.log_prob, run.target, self.warmup)
+            self.warmup_acceptance = self.ais.warm_up(draw, run.flow.log_prob, run.target, self.warmup,
+                                                      precondition=self.precondition)
         self.warmup_evaluations = run.target.evaluations - before
         self.warmup_seconds = time.perf_counter() - start
 
@@ -161,6 +170,7 @@ class AISCorrection:
                 "ais_step_sizes": steps.reshape(self.levels, -1) if self.levels else np.zeros((0, 1)),
                 "ais_acceptance": self.acceptance.numpy(),
                 "ais_warmup_batches": self.warmup, "ais_warmup_size": self.warmup_size,
+                "ais_precondition": self.precondition,
                 "ais_warmup_evaluations": self.warmup_evaluations, "ais_warmup_seconds": self.warmup_seconds,
                 "ais_gradient_evaluations_per_sample": self.ais.gradient_evaluations,
                 "ais_extra_evaluations_per_sample": self.evaluations / max(1, self.drawn) - 1.0}

@@ -12,7 +12,7 @@ import torch
 
 from boltzflow.analysis import kish_ess, log_normalizer
 from boltzflow.energy.toys import Cylinder, DoubleWell, ShiftedGaussian
-from boltzflow.sampling import AIS, HMC, MALA, Metropolis, annealing_schedule
+from boltzflow.sampling import AIS, HMC, MALA, Metropolis, annealing_schedule, gradient_scale
 
 from .cases import CorrelatedGaussian, double_well_log_z, double_well_marginal, standard_normal_log_prob
 
@@ -220,26 +220,36 @@ def test_ais_weights_are_unbiased_on_a_gaussian_with_known_z(dtype):
     assert abs(float(w.mean()) - z_true) < 5 * se, (float(w.mean()), z_true, se)
 
 
+# relative standard error of a scale estimated from n = 256 Gaussian draws: of the standard
+# deviation 1/√(2n); of the median of |g| √(p(1−p)/n) / (2φ(m)·m) with m = 0.6745, p = 1/2
+_N_WARM = 256
+_SCALE_SE = {"spread": 1 / math.sqrt(2 * _N_WARM),
+             "curvature": math.sqrt(0.25 / _N_WARM) / (2 * math.exp(-0.6745**2 / 2) / math.sqrt(2 * math.pi) * 0.6745)}
+
+
+@pytest.mark.parametrize("precondition", ["spread", "curvature"])
 @pytest.mark.parametrize("kernel", [HMC(1.0, n_leapfrog=3), MALA(1.0)], ids=type)
-def test_warm_up_preconditions_tunes_and_freezes_the_step_sizes(kernel):
-    """The warm-up scales step sizes by q's spread per coordinate (to the kernel's power),
-    tunes each level towards the target acceptance, and leaves them frozen: production
-    calls do not change them."""
+def test_warm_up_preconditions_tunes_and_freezes_the_step_sizes(kernel, precondition):
+    """The warm-up scales step sizes by a length per coordinate (q's spread, or the level's
+    conditional width from its gradient; to the kernel's power), tunes each level towards
+    the target acceptance, and leaves them frozen: production calls do not change them."""
     scales = torch.tensor([0.1, 1.0, 3.0], dtype=torch.float64)
     log_q = lambda x: standard_normal_log_prob(x / scales)  # noqa: E731
 
-    def draw(n=256):
+    def draw(n=_N_WARM):
         x = scales * torch.randn(n, 3, dtype=torch.float64)
         return x, log_q(x)
 
     target = lambda x: log_q(x * 1.25)  # noqa: E731  (a narrower Gaussian)
-    ais, history = _warmed_up(kernel, 4, draw, log_q, target, iterations=40)
+    ais = AIS(kernel, n_intermediate=4)
+    history = ais.warm_up(draw, log_q, target, 40, precondition=precondition)
     assert history.shape == (40, 4) and not ais.adapt
     frozen = ais.step_sizes.clone()
     assert frozen.shape == (4, 3)
     ratio = frozen / frozen[:, :1]
-    spread = (ratio[0] ** (1 / kernel.step_size_power))  # ≈ q's spread ratios, measured on a batch of 256
-    assert torch.allclose(spread, scales / scales[0], rtol=0.3), spread
+    lengths = ratio ** (1 / kernel.step_size_power)  # ≈ the coordinates' scale ratios, from one batch
+    tolerance = 5 * math.sqrt(2) * _SCALE_SE[precondition]  # a ratio of two estimates, 5 standard errors
+    assert torch.allclose(lengths, (scales / scales[0]).expand_as(lengths), rtol=tolerance), lengths
     assert ((history[-1] - kernel.target_acceptance).abs() < 0.15).all(), history[-1]
     for _ in range(2):
         ais(*draw()[:1], log_q, target)
@@ -260,3 +270,19 @@ def test_gradient_evaluations_count_what_the_chains_cost():
         ais(x, standard_normal_log_prob, log_p, log_q=standard_normal_log_prob(x))
         assert calls["grad"] == ais.gradient_evaluations * len(x) and calls["plain"] == len(x)
     assert AIS(HMC(0.3, n_leapfrog=3), 16).gradient_evaluations == 64
+
+
+def test_gradient_scale_is_the_conditional_width():
+    """For N(μ, Σ), ∂ᵢ log p ~ N(0, Pᵢᵢ) with P = Σ⁻¹, so the scale is 1/√Pᵢᵢ, the width of
+    coordinate i given the others (0.75 and 0.53 here; the marginal widths are 1.41 and 1);
+    within 5 standard errors of a median of n = 4000 draws."""
+    target = CorrelatedGaussian()
+    x = target.sample(4000)
+    grad = -(x - target.mean) @ target.precision
+    expected = 1 / target.precision.diagonal().sqrt()
+    se = math.sqrt(0.25 / len(x)) / (2 * math.exp(-0.6745**2 / 2) / math.sqrt(2 * math.pi) * 0.6745)
+    assert torch.allclose(gradient_scale(grad), expected, rtol=5 * se), (gradient_scale(grad), expected)
+    assert torch.equal(gradient_scale(torch.tensor([[0.0, 2.0], [0.0, -2.0]])), torch.tensor([0.33725, 0.33725],
+                                                                                           dtype=torch.float64))
+    with pytest.raises(ValueError, match="precondition"):
+        AIS(HMC(0.1), 2).warm_up(lambda: (x, x[:, 0]), standard_normal_log_prob, target, 1, precondition="hessian")
