@@ -52,15 +52,15 @@ def sample(
     ais_kernel: str = typer.Option("hmc", "--ais-kernel", help="MCMC kernel of the AIS levels: hmc or mala."),
     ais_leapfrog: int = typer.Option(4, "--ais-leapfrog", help="HMC leapfrog steps per move."),
     ais_steps: int = typer.Option(1, "--ais-steps", help="MCMC moves per AIS level."),
-    ais_step_size: float = typer.Option(0.5, "--ais-step-size", help="Initial step size relative to the flow's spread "
-                                                                     "per coordinate (tuned in the warm-up)."),
+    ais_step_size: float = typer.Option(0.5, "--ais-step-size", help="Initial step size relative to the width per "
+                                                                     "coordinate (tuned in the warm-up)."),
     ais_spacing: str = typer.Option("linear", "--ais-spacing", help="Schedule of the levels: linear or geometric."),
     ais_warmup: int = typer.Option(20, "--ais-warmup", help="Warm-up batches that tune the step sizes (weights "
                                                             "discarded)."),
     ais_warmup_size: int = typer.Option(128, "--ais-warmup-size", help="Flow samples per warm-up batch."),
-    ais_precondition: str = typer.Option("spread", "--ais-precondition", help="Step sizes per coordinate relative to "
-                                         "the flow's spread, or to each level's conditional width from its gradient: "
-                                         "spread or curvature."),
+    ais_precondition: str = typer.Option("curvature", "--ais-precondition", help="Step sizes per coordinate relative "
+                                         "to each level's conditional width from its gradient (curvature) or to the "
+                                         "flow's spread (spread)."),
 ) -> None:
     """Draw weighted conformations from a trained run into an HDF5 samples file.
 

@@ -48,14 +48,15 @@ class AISCorrection:
         kernel: ``hmc`` or ``mala``.
         leapfrog: HMC leapfrog steps per move.
         steps: MCMC moves per level.
-        step_size: initial step size relative to the flow's spread per coordinate (HMC:
-            leapfrog step in units of the spread; MALA: τ in units of the spread squared).
+        step_size: initial step size relative to the width per coordinate (HMC:
+            leapfrog step in units of the width; MALA: τ in units of the width squared).
         spacing: ``linear`` or ``geometric`` β schedule (``annealing_schedule``).
         warmup: warm-up batches (weights discarded) before the step sizes are frozen.
         warmup_size: flow samples per warm-up batch.
-        precondition: ``spread`` (step sizes relative to the flow's spread per coordinate)
-            or ``curvature`` (relative to each level's conditional width, from its gradient);
-            ``AIS.warm_up``.
+        precondition: ``curvature`` (step sizes relative to each level's conditional width
+            per coordinate, from its gradient; default) or ``spread`` (relative to the
+            flow's marginal spread); ``AIS.warm_up``. On alanine dipeptide curvature gave
+            far larger corrections (benchmarks/RESULTS.md).
     """
 
     levels: int
@@ -66,7 +67,7 @@ class AISCorrection:
     spacing: str = "linear"
     warmup: int = 20
     warmup_size: int = 128
-    precondition: str = "spread"
+    precondition: str = "curvature"
     ais: AIS | None = field(default=None, init=False, repr=False)
     warmup_acceptance: Tensor | None = field(default=None, init=False, repr=False)
     warmup_evaluations: int = field(default=0, init=False)
