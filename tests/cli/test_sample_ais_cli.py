@@ -44,6 +44,7 @@ def test_the_samples_file_records_the_correction(run_dir):
     # measured: the gradient evaluations, plus the target at the start and twice at the end (weights, positions)
     assert attrs["ais_extra_evaluations_per_sample"] == LEVELS * (1 + 2) + 2
     assert attrs["ais_warmup_evaluations"] > 0 and attrs["ais_warmup_batches"] == 2
+    assert attrs["ais_precondition"] == "curvature"
     assert np.allclose(attrs["ais_betas"], np.linspace(0, 1, LEVELS + 2))
     for weights in (log_w, log_w_flow):  # both self-normalised
         assert len(weights) == 96 and abs(np.logaddexp.reduce(weights)) < 1e-9
@@ -62,6 +63,7 @@ def test_free_energy_and_export_read_the_corrected_file(run_dir, tmp_path):
     (["--ais", "-1"], "--ais must be >= 0"),
     (["--ais", "4", "--ais-kernel", "langevin"], "unknown --ais-kernel 'langevin'"),
     (["--ais", "4", "--ais-leapfrog", "0"], "--ais-leapfrog must be >= 1"),
+    (["--ais", "4", "--ais-precondition", "hessian"], "unknown --ais-precondition 'hessian'"),
 ])
 def test_bad_options_fail_before_any_work(options, message, tmp_path):
     """A missing run directory: the error is about the option, so nothing was loaded first."""

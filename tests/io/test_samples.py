@@ -113,7 +113,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(run, tmp_path
 
 
 def test_an_ais_corrected_file_keeps_the_flow_weights_and_the_frozen_step_sizes(run, run_dir, tmp_path):
-    correction = AISCorrection(levels=2, leapfrog=2, warmup=2, warmup_size=8)
+    correction = AISCorrection(levels=2, leapfrog=2, warmup=2, warmup_size=8)  # + 8 gradients to precondition
     before = torch.get_rng_state()
     correction.warm_up(run)
     frozen = correction.ais.step_sizes.clone()
@@ -124,8 +124,8 @@ def test_an_ais_corrected_file_keeps_the_flow_weights_and_the_frozen_step_sizes(
     assert samples.log_w_flow.shape == (70,) and samples.log_w_flow.dtype == np.float64
     for log_w in (samples.log_w, samples.log_w_flow):
         assert math.fsum(np.exp(log_w)) == pytest.approx(1.0, abs=1e-12)
-    assert samples.attrs["ais_levels"] == 2 and samples.attrs["ais_warmup_evaluations"] == 2 * 8 * (2 * (1 + 2) + 1)
-    assert samples.attrs["sampling_seconds"] > 0
+    assert samples.attrs["ais_levels"] == 2 and samples.attrs["ais_warmup_evaluations"] == 2 * 8 * (2 * (1 + 2) + 1) + 8
+    assert samples.attrs["sampling_seconds"] > 0 and samples.attrs["ais_precondition"] == "curvature"
     # the file's z are the chains' end points: the stored log q and u belong to them
     with torch.no_grad():
         z = torch.from_numpy(samples.z)
