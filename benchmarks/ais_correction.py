@@ -59,6 +59,7 @@ def summarise(path) -> dict:
     row = {"file": str(path), "files": len(paths), "n": n, "levels": levels,
            "kernel": attrs.get("ais_kernel", "—") if levels else "flow only",
            "leapfrog": int(attrs.get("ais_leapfrog", 0)), "steps": int(attrs.get("ais_steps_per_level", 0)),
+           "precondition": attrs.get("ais_precondition", "spread"),  # files before the option: spread
            "gradient_evaluations": int(attrs.get("ais_gradient_evaluations_per_sample", 0)),
            "evaluations": 1.0 + float(attrs.get("ais_extra_evaluations_per_sample", 0.0)),
            "ms_per_sample": 1e3 * seconds / n, "warmup_s": warmup / len(paths),
@@ -76,7 +77,7 @@ def summarise(path) -> dict:
 
 COLUMNS = [("setting", lambda r: "flow only" if not r["levels"] else
             f"{r['kernel']} K={r['levels']}" + (f" L={r['leapfrog']}" if r["kernel"] == "hmc" else "")
-            + (f" S={r['steps']}" if r["steps"] > 1 else "")),
+            + (f" S={r['steps']}" if r["steps"] > 1 else "") + f", {r['precondition']}"),
            ("samples", lambda r: f"{r['n']:,}" + (f" ({r['files']} runs)" if r["files"] > 1 else "")),
            ("grad. evals / sample", lambda r: str(r["gradient_evaluations"])),
            ("all target evals / sample", lambda r: f"{r['evaluations']:.0f}"),

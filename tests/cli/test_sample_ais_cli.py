@@ -97,4 +97,4 @@ def test_the_benchmark_table_reads_the_file(run_dir, capsys):
     rows = load("ais_correction").main([str(run_dir / "samples.h5"), "--markdown"])
     assert rows[0]["levels"] == LEVELS and 0 < rows[0]["ess_ais"] <= 1 and 0 < rows[0]["ess_flow"] <= 1
     assert rows[0]["gradient_evaluations"] == LEVELS * 3 and rows[0]["ms_per_sample"] > 0
-    assert "| hmc K=3 L=2 | 96 | 9 |" in capsys.readouterr().out
+    assert "| hmc K=3 L=2, curvature | 96 | 9 |" in capsys.readouterr().out
