@@ -185,7 +185,7 @@ def main() -> None:
     try:
         app()
     except BoltzflowError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)  # one line, however narrow the terminal
         sys.exit(2)
 
 

@@ -48,47 +48,95 @@ def md(
 
 def umbrella(
     system: str = typer.Argument(..., help="System name, folder or system.toml path."),
-    cv: str = typer.Option("phi", help="Named dihedral of the system to restrain."),
-    windows: int = typer.Option(36, min=2, help="Windows evenly spaced over [-180°, 180°)."),
-    ps: float = typer.Option(200.0, help="Sampling time per window (ps), after an equilibration of ps/10."),
-    out: Path = typer.Option(Path("umbrella"), help="Output folder; rerun with the same settings to resume."),
+    cv: str = typer.Option("phi", help="Named dihedral of the system to restrain, or two separated by a comma "
+                                       "(phi,psi) for a 2-D grid of windows."),
+    windows: int = typer.Option(36, help="Windows evenly spaced over [-180°, 180°) per CV (two CVs: a grid of "
+                                         "windows × windows); at least 2."),
+    ps: float = typer.Option(200.0, help="Sampling time per window (ps), after the equilibration."),
+    equilibration_ps: Optional[float] = typer.Option(None, help="Discarded at the start of each window (ps); "
+                                                                "default ps/10."),
+    repeats: int = typer.Option(1, help="Independent repeats (seeds SEED, SEED+1, …); with 2 or more, errors "
+                                        "come from their spread."),
+    out: Path = typer.Option(Path("umbrella"), help="Output folder; rerun with the same settings to resume, or "
+                                                    "with more --repeats to add repeats."),
     platform: str = typer.Option("CPU", help="OpenMM platform: CPU, CUDA, OpenCL or Reference."),
+    threads: Optional[int] = typer.Option(None, help="OpenMM CPU threads (default: OpenMM's choice, or "
+                                                     "OPENMM_CPU_THREADS)."),
     force_constant: Optional[float] = typer.Option(
-        None, help="Restraint force constant (kJ/mol/rad²); default: restraint width half the window spacing."),
-    seed: int = typer.Option(0, help="Random seed of the velocities and the Langevin noise."),
-    bins: int = typer.Option(72, min=2, help="PMF bins over [-180°, 180°)."),
+        None, help="Restraint force constant on each CV (kJ/mol/rad²); default: restraint width half the window "
+                   "spacing."),
+    seed: int = typer.Option(0, help="Random seed of the velocities and the Langevin noise (first repeat)."),
+    bins: int = typer.Option(72, min=2, help="PMF bins over [-180°, 180°) (first CV)."),
+    plane_bins: int = typer.Option(64, min=2, help="Bins per axis of the reweighted 2-D histogram (two CVs)."),
 ) -> None:
-    """Umbrella sampling along a dihedral, then MBAR: PMF and ΔF between its states.
+    """Umbrella sampling along a dihedral or on a grid of two, then MBAR: PMF and ΔF between states.
 
-    Writes the CV time series to OUT/umbrella.h5 (resumable per window), the PMF (kT) to OUT/pmf.csv and OUT/pmf.png.
+    Writes the CV time series to OUT/umbrella.h5 (resumable per window), the PMF along the first CV (kT) to OUT/pmf.csv
+    and OUT/pmf.png, ΔF with the state definitions, per-repeat values and cost to OUT/free_energies.json.
 
-    ΔF goes to OUT/free_energies.json. Needs pymbar: pip install 'boltzflow\\[free-energy]'.
+    With two CVs (--cv phi,psi) also the reweighted histogram of the plane, mean over repeats and per repeat, with its
+    total-variation noise floor (OUT/ramachandran.npz) and its free-energy surface (OUT/ramachandran.png).
 
-    [bold]Example[/bold]: boltzflow umbrella alanine-dipeptide --cv phi --windows 36 --ps 200 --out umbrella
+    Needs pymbar: pip install 'boltzflow\\[free-energy]'.
+
+    [bold]Examples[/bold]:
+      boltzflow umbrella alanine-dipeptide --cv phi --windows 36 --ps 200 --out umbrella
+      boltzflow umbrella alanine-dipeptide --cv phi,psi --windows 12 --ps 30 --repeats 3 --out umbrella2d
     """
     from boltzflow.analysis.mbar import import_pymbar
+    from boltzflow.errors import BoltzflowError
     from boltzflow.reference import run_umbrella
+    from boltzflow.reference.umbrella import parse_cvs
     from boltzflow.systems import load_system
 
     import_pymbar()  # fail before simulating when pymbar is missing
+    if threads is not None and (threads < 1 or platform != "CPU"):
+        raise BoltzflowError(f"--threads needs the CPU platform and a positive number, got {threads} on {platform}")
     loaded = load_system(system)
+    cvs = parse_cvs(loaded, cv)
+    grid = f"{windows}×{windows} windows" if len(cvs) == 2 else f"{windows} windows"
+    properties = {"Threads": str(threads)} if threads is not None else None
     with _progress_bar() as bar:
-        task = bar.add_task(f"umbrella sampling of {loaded.name} along {cv}", total=None)
-        result = run_umbrella(loaded, cv=cv, windows=windows, ps=ps, out=out, force_constant=force_constant,
-                              platform=platform, seed=seed, bins=bins,
+        task = bar.add_task(f"umbrella sampling of {loaded.name} along {','.join(cvs)}", total=None)
+        result = run_umbrella(loaded, cv=cvs, windows=windows, ps=ps, out=out, force_constant=force_constant,
+                              platform=platform, seed=seed, equilibration_ps=equilibration_ps, bins=bins,
+                              properties=properties, repeats=repeats, plane_bins=plane_bins,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
-    table = Table(title=f"{loaded.name}: free energies along {cv} (MBAR, {windows} windows × {ps:g} ps)")
+    summary = result.summary
+    title = f"{loaded.name}: free energies on {','.join(cvs)} (MBAR, {grid} × {ps:g} ps"
+    title += f", {repeats} repeats)" if repeats > 1 else ")"
+    table = Table(title=title)
     for column in ("ΔF", "kT", "± error (kT)", "95% CI (kT)", "kJ/mol"):
         table.add_column(column, justify="left" if column == "ΔF" else "right")
+    if repeats > 1:
+        table.add_column("per repeat (kT)", justify="right")
     for name, estimate in result.delta_f.items():
-        table.add_row(name.replace("->", "→"), f"{estimate.value:.3f}", f"{estimate.error:.3f}",
-                      f"[{estimate.low:.3f}, {estimate.high:.3f}]", f"{estimate.value * loaded.kT:.3f}")
+        row = [name.replace("->", "→"), f"{estimate.value:.3f}", f"{estimate.error:.3f}",
+               f"[{estimate.low:.3f}, {estimate.high:.3f}]", f"{estimate.value * loaded.kT:.3f}"]
+        if repeats > 1:
+            row.append(", ".join(f"{each[name].value:.3f}" for each in result.per_repeat))
+        table.add_row(*row)
     if result.delta_f:
         console.print(table)
+        console.print(f"error: {summary['uncertainty']}")
+        for name, ranges in summary["states"].items():
+            bounds = ", ".join(f"{c} ∈ [{lo:g}°, {hi:g}°)" for c, (lo, hi) in ranges.items())
+            console.print(f"state {name}: {bounds}")
     else:
-        console.print(f"{loaded.name} has fewer than two states defined on {cv} alone: no ΔF to report")
+        console.print(f"{loaded.name} has fewer than two disjoint states defined on {','.join(cvs)}: no ΔF to report")
     counts = result.free_energies.samples_per_window
-    console.print(f"samples per window after decorrelation: {counts.min()}–{counts.max()}")
-    for label, name in (("PMF", "pmf.csv"), ("plot", "pmf.png"), ("ΔF", "free_energies.json"),
-                        ("CV samples", "umbrella.h5")):
-        console.print(f"{label}: {result.files[name]}")
+    thinned = " after decorrelation" if repeats == 1 else ""
+    console.print(f"samples per window{thinned}: {counts.min()}–{counts.max()}")
+    overlap = min(r["overlap"]["weakest_best_neighbour"] for r in summary["repeats"])
+    console.print(f"weakest window's overlap with its best neighbour (MBAR overlap matrix): {overlap:.3f}")
+    cost = summary["cost"]
+    console.print(f"cost: {cost['simulated_ns']:.3f} ns simulated in {cost['wall_seconds']:.0f} s "
+                  f"({cost.get('platform', '?')}, threads: {cost.get('threads') or 'n/a'})")
+    if "ramachandran" in summary:
+        plane = summary["ramachandran"]
+        floor = plane["noise_floor"]
+        console.print(f"Ramachandran histogram {plane['bins']}×{plane['bins']}: TV between repeats "
+                      f"{floor['between_repeats']['mean']:.4f}; a perfect generator with N samples shows TV "
+                      + ", ".join(f"{v:.4f} (N={int(n):,})" for n, v in floor["perfect_generator"].items()))
+    for label, path in result.files.items():
+        console.print(f"{label}: {path}")

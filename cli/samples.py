@@ -151,7 +151,9 @@ def _estimate(e) -> str:
     return f"{e.value:.3f} ± {e.error:.3f}  [{e.low:.3f}, {e.high:.3f}]"
 
 
-def _report_table(report) -> Table:
+def report_table(report) -> Table:
+    """The free-energy report as a table; when PSIS k̂ says the weights are unreliable, every
+    number derived from them says so where it is printed."""
     table = Table(title=f"{report.system} at {report.temperature:g} K · free energies in kT "
                         f"(1 kT = {report.kT:.3f} kJ/mol)", show_header=False)
     table.add_row("samples", report.source)
@@ -161,11 +163,12 @@ def _report_table(report) -> Table:
     colour = {"good": "green", "ok": "yellow", "unreliable": "red"}[report.psis.verdict]
     table.add_row("PSIS k̂", f"{report.psis.khat:.3f} [{colour}]{report.psis.verdict}[/{colour}] "
                             f"(threshold {report.psis.threshold:.3f} for this N)")
-    table.add_row(f"log Z ({report.log_z.level:.0%} CI)", _estimate(report.log_z))
+    caveat = "  [red](k̂: unreliable)[/red]" if report.psis.verdict == "unreliable" else ""
+    table.add_row(f"log Z ({report.log_z.level:.0%} CI)", _estimate(report.log_z) + caveat)
     for name, population in report.populations.items():
-        table.add_row(f"population {name}", f"{100 * population:.2f}%")
+        table.add_row(f"population {name}", f"{100 * population:.2f}%{caveat}")
     for key, e in report.delta_f.items():
-        table.add_row(f"ΔF {key.replace('->', '→')}", f"{_estimate(e)}  ({e.value * report.kT:.2f} kJ/mol)")
+        table.add_row(f"ΔF {key.replace('->', '→')}", f"{_estimate(e)}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
     return table
 
 
@@ -236,7 +239,7 @@ def free_energy(
     if quiet:
         sys.stdout.write(text + "\n")
         return
-    console.print(_report_table(report))
+    console.print(report_table(report))
     if report.comparison is not None:
         console.print(_comparison_table(report.comparison))
     if json_out is not None:

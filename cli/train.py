@@ -20,12 +20,6 @@ def _default_out(system: str, objective: str, seed: int) -> Path:
 def _summary_table(summary: dict, out: Path) -> Table:
     table = Table(title=f"{summary['system']} · {summary['objective']} · seed {summary['seed']}", show_header=False)
     table.add_row("stopped", f"{summary['stopped']} at step {summary['step']:,} of {summary['steps']:,}")
-    if "ess" in summary:
-        table.add_row("ESS (Kish)", f"[bold]{100 * summary['ess']:.1f}%[/bold] of {summary.get('samples', 0):,} samples")
-        populations = [k for k in summary if k.startswith("pop_")]
-        for key in populations:
-            table.add_row(f"population {key[4:]}", f"{100 * summary[key]:.2f}% (flow alone {100 * summary['raw_' + key[4:]]:.2f}%)")
-        table.add_row("mirror images", f"{100 * summary['mirror']:.2f}% of flow samples")
     table.add_row("target evaluations", f"{summary['evaluations']:,}")
     table.add_row("wall time", f"{summary['wall_time'] / 60:.1f} min")
     if summary["skipped"]:
@@ -41,7 +35,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, min=1, help="Samples per step."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (Adam, cosine decay)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any settings (see config.toml of a run)."),
-    preset: str = typer.Option("default", help="default (about 20 min on 2 CPU cores) or literature (published budget)."),
+    preset: str = typer.Option("default", help="default (about 7 min on one CPU core), cpu-hour (about an hour on one CPU core) or literature (published budget, for a GPU)."),
     out: Optional[Path] = typer.Option(None, help="Run directory. Default: runs/SYSTEM-OBJECTIVE-seedS."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: cpu."),
     seed: Optional[int] = typer.Option(None, help="Random seed. Default: 0."),
@@ -89,9 +83,32 @@ def train(
 
         console.print(f"training {settings['objective']} on {settings['system']} → {out}")
         summary = train_run(settings, out, resume=resume, on_step=on_step)
-    summary["samples"] = settings["final_samples"]
     console.print(_summary_table(summary, out))
     if summary["stopped"] != "done":
         console.print(f"stopped early ({summary['stopped']}); continue with: boltzflow train {system} --out {out} --resume")
         raise typer.Exit(EARLY_STOP_EXIT_CODE)
-    console.print(f"ESS {100 * summary['ess']:.1f}%")
+    if not console.quiet:
+        _answer(out, settings, console)
+
+
+def _answer(out: Path, settings: dict, console: Console) -> None:
+    """What the trained generator says: ESS with k̂, populations and ΔF with intervals on
+    ``final_samples`` fresh samples (OUT/report.json), the Ramachandran and PMF plots in OUT."""
+    import json
+
+    from boltzflow.analysis.report import draw_weighted_samples, free_energy_report, report_plots
+    from boltzflow.cli.samples import report_table
+    from boltzflow.io import atomic_path
+    from boltzflow.training.run import load_run
+
+    run = load_run(out)
+    samples = draw_weighted_samples(run, settings["final_samples"], seed=settings["seed"], run_dir=out)
+    report = free_energy_report(samples, seed=settings["seed"])
+    plots = report_plots(samples, out)
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps({**report.as_dict(), "plots": [str(p) for p in plots]}, indent=1) + "\n")
+    console.print(report_table(report))
+    for path in plots:
+        console.print(f"plot: {path}")
+    console.print(f"ESS {100 * report.ess:.1f}% (k̂ {report.psis.khat:.2f}, {report.psis.verdict}); "
+                  f"every number: {out / 'report.json'}")

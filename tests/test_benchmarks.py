@@ -58,3 +58,28 @@ def test_training_benchmark_runs_at_toy_size(tmp_path, capsys):
     assert [r["contender"] for r in rows] == list(bench.CONTENDERS)
     assert all(r["steps"] == 2 and 0 < r["ess"] <= 1 for r in rows)
     assert "| rkl+anneal |" in capsys.readouterr().out
+
+
+TINY_RUN = ["steps=2", "batch_size=8", "model.layers=2", "model.hidden=[16]", "final_samples=32",
+            "eval_batch_size=16"]
+
+
+def test_quality_benchmark_runs_at_toy_size(tmp_path, capsys):
+    bench = load("quality")
+    rows = bench.main(["--seeds", "0,1", "--samples", "64", "--out", str(tmp_path), "--markdown"]
+                      + [a for t in TINY_RUN for a in ("--set", t)])
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert all(0 < r["ess"] <= 1 and r["evaluations"] == 16 for r in rows)
+    out = capsys.readouterr().out
+    assert "| **median of 2** |" in out and "published TA-BG" in out
+
+
+def test_weights_diagnosis_runs_at_toy_size(tmp_path, capsys):
+    quality, bench = load("quality"), load("weights_diagnosis")
+    quality.main(["--seeds", "0", "--samples", "16", "--out", str(tmp_path)]
+                 + [a for t in TINY_RUN for a in ("--set", t)])
+    result = bench.main([str(tmp_path / "default-seed0"), "-n", "256", "--top", "10", "--markdown"])
+    assert 0 < result["ess"] <= 1 and len(result["unusual_coordinates"]) == 8
+    assert abs(sum(s["reweighted"] for name, s in result["states"].items()
+                   if name.startswith("phi_")) - 1) < 1e-9   # φ < 0 and φ > 0 split the mass
+    assert "| coordinate | kind |" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,6 +39,35 @@ def _kl(p: Tensor, q: Tensor, pseudocount: float) -> Tensor:
 def total_variation(p: Tensor, q: Tensor) -> Tensor:
     """½ Σ |p − q| of histograms [..., bins] (each normalised here), in [0, 1]."""
     return 0.5 * (p / p.sum(-1, keepdim=True) - q / q.sum(-1, keepdim=True)).abs().sum(-1)
+
+
+def total_variation_noise_floor(histograms: ArrayLike, sample_sizes: Sequence[int] = (10_000, 100_000, 1_000_000),
+                                draws: int = 20, seed: int = 0) -> dict:
+    """How much total variation a histogram reference built from independent repeats carries
+    by noise alone. ``histograms`` [R, bins]: one probability histogram per repeat.
+
+    Returns ``between_repeats`` (TV of every pair of repeats, and their mean),
+    ``reference_estimate`` (≈ the mean-over-repeats reference's TV to the truth: the pairwise
+    mean / √(2R), valid while per-bin noise is small and independent) and
+    ``perfect_generator`` (N → mean TV between the histogram of N independent draws from the
+    mean histogram and the mean histogram itself, over ``draws`` multinomial draws): the TV a
+    flawless generator with N effective samples would show against a noise-free reference.
+    """
+    p = as_tensor(histograms, "histograms").double().cpu()
+    if p.dim() != 2 or len(p) < 1:
+        raise ValueError(f"histograms must have shape [repeats, bins], got {list(p.shape)}")
+    p = p / p.sum(-1, keepdim=True)
+    pairs = [total_variation(p[i], p[j]).item() for i in range(len(p)) for j in range(i + 1, len(p))]
+    mean = p.mean(0)
+    rng = np.random.default_rng(seed)
+    generator = {}
+    for n in sample_sizes:
+        counts = torch.from_numpy(rng.multinomial(int(n), mean.numpy(), size=draws).astype(np.float64))
+        generator[str(int(n))] = total_variation(counts, mean[None]).mean().item()
+    pair_mean = float(np.mean(pairs)) if pairs else math.nan
+    return {"between_repeats": {"pairs": pairs, "mean": pair_mean},
+            "reference_estimate": pair_mean / math.sqrt(2 * len(p)) if pairs else math.nan,
+            "perfect_generator": generator}
 
 
 def _points(x: ArrayLike, name: str) -> Tensor:

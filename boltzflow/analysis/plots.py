@@ -36,19 +36,23 @@ def _save(figure, path: Union[str, Path]) -> Path:
 
 
 def plot_ramachandran(surfaces: Mapping[str, Surface], path: Union[str, Path], max_free_energy: float = 10.0,
-                      labels: tuple[str, str] = ("φ", "ψ")) -> Path:
+                      labels: tuple[str, str] = ("φ", "ψ"), fill_empty: bool = False) -> Path:
     """Free-energy surfaces side by side (e.g. flow, reweighted flow, reference), one colour
-    scale from 0 to ``max_free_energy`` kT; empty bins white. Returns ``path``."""
+    scale from 0 to ``max_free_energy`` kT; empty bins white, or (``fill_empty``, for a
+    reference that covered the whole plane) in the colour of ``max_free_energy`` and above.
+    Returns ``path``."""
     figure = _figure(figsize=(4.2 * len(surfaces) + 0.8, 3.8), constrained_layout=True)
     axes = figure.subplots(1, len(surfaces), squeeze=False)
     image = None
     for ax, (title, surface) in zip(axes[0], surfaces.items()):
-        f = np.minimum(_finite_or_nan(surface.free_energy), max_free_energy)
+        f = surface.free_energy.detach().cpu().double().numpy() if fill_empty else _finite_or_nan(surface.free_energy)
+        f = np.minimum(f, max_free_energy)
         image = ax.imshow(f.T, origin="lower", extent=(-180, 180, -180, 180), vmin=0, vmax=max_free_energy,
                           cmap="viridis", interpolation="nearest")
         ax.set(title=title, xlabel=f"{labels[0]} (°)", ylabel=f"{labels[1]} (°)", xticks=range(-180, 181, 90),
                yticks=range(-180, 181, 90))
-    figure.colorbar(image, ax=axes[0].tolist(), label="free energy (kT)")
+    label = f"free energy (kT); ≥ {max_free_energy:g} and unsampled at the top" if fill_empty else "free energy (kT)"
+    figure.colorbar(image, ax=axes[0].tolist(), label=label, extend="max" if fill_empty else "neither")
     return _save(figure, path)
 
 

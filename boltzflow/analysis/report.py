@@ -15,7 +15,9 @@ References (``load_reference``): a trajectory (``boltzflow md``'s md.h5 or any f
 reads with the system's topology) gives histogram divergences, ΔF from its frames (equal
 weights; the bootstrap assumes independent frames) and, with the run's model, the EUBO
 and the forward KL at its conformations; an umbrella folder (``boltzflow umbrella``) gives
-ΔF (free_energies.json) and the PMF along its CV (pmf.csv).
+ΔF (free_energies.json) and the PMF along its (first) CV (pmf.csv), and a 2-D (φ, ψ) umbrella
+folder also its reweighted histogram of the plane (ramachandran.npz), against which the flow's
+Ramachandran total variation and KL are measured on the same grid.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from torch import Tensor
 
 from ..errors import BoltzflowError
 from ..io.samples import model_file, read_attributes, read_samples, sample_batches, sha256
-from .compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence
+from .compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
 from .estimate import Estimate, normalized_weights, sample_log_weights, z_score
 from .free_energy import Profile, pmf, ramachandran, state_delta_f
-from .histograms import angle_bin_centers, angle_bin_index, histogram
+from .histograms import angle_bin_centers, angle_bin_index, histogram, plane_bin_index
 from .psis import ParetoDiagnostic, pareto_diagnostic
 from .weights import kish_ess, log_normalizer_interval
 
@@ -128,8 +130,9 @@ def samples_for(path: Union[str, Path], n: Optional[int] = None, batch_size: int
 @dataclass(frozen=True)
 class Reference:
     """A reference to compare with: ``kind`` "trajectory" (``xyz`` [m, atoms, 3] nm and its
-    ``cvs``, name → [m] radians) or "umbrella" (``delta_f``: "a -> b" → Estimate in kT, and
-    ``profiles``: CV name → PMF)."""
+    ``cvs``, name → [m] radians) or "umbrella" (``delta_f``: "a -> b" → Estimate in kT,
+    ``profiles``: CV name → PMF, and for a 2-D umbrella ``plane``: (CV names, reweighted
+    probability histogram [bins, bins]))."""
 
     kind: str
     path: Path
@@ -137,6 +140,7 @@ class Reference:
     cvs: Optional[dict] = None
     delta_f: Optional[dict] = None
     profiles: Optional[dict] = None
+    plane: Optional[tuple] = None
 
 
 def _read_profile(path: Path, level: float) -> Profile:
@@ -166,8 +170,13 @@ def load_reference(path: Union[str, Path], system, level: float = 0.95) -> Refer
             raise BoltzflowError(f"{path} is umbrella sampling of {settings['system']}, but the samples are of "
                                  f"{system.name}")
         delta = {key: Estimate(**value) for key, value in data["delta_f"].items()}
-        profiles = {settings["cv"]: _read_profile(path / "pmf.csv", level)} if (path / "pmf.csv").is_file() else {}
-        return Reference("umbrella", path, delta_f=delta, profiles=profiles)
+        cvs = settings["cv"].split(",")  # the PMF is along the first
+        profiles = {cvs[0]: _read_profile(path / "pmf.csv", level)} if (path / "pmf.csv").is_file() else {}
+        plane = None
+        if len(cvs) == 2 and (path / "ramachandran.npz").is_file():
+            with np.load(path / "ramachandran.npz") as histogram_file:
+                plane = (tuple(cvs), histogram_file["probability"])
+        return Reference("umbrella", path, delta_f=delta, profiles=profiles, plane=plane)
     xyz = load_positions(path, system)
     if len(xyz) < 2:
         raise BoltzflowError(f"{path} holds {len(xyz)} frame; a reference needs at least 2")
@@ -188,8 +197,14 @@ def _disjoint(a, b) -> bool:
 def state_groups(system) -> list:
     """The system's states in groups of mutually disjoint states, each state in the first group
     (in system.toml order) it is disjoint from every member of."""
+    return disjoint_groups(system.states.values())
+
+
+def disjoint_groups(states) -> list:
+    """Names of ``states`` (an iterable of ``State``) in groups of mutually disjoint states,
+    each state in the first group it is disjoint from every member of."""
     groups: list = []
-    for state in system.states.values():
+    for state in states:
         group = next((g for g in groups if all(_disjoint(state, other) for other in g)), None)
         if group is None:
             groups.append([state])
@@ -307,9 +322,18 @@ def _compare(samples: WeightedSamples, reference: Reference, pairs: list, flow_d
             index = angle_bin_index(samples.cvs[cv], len(p))
             marginal[cv] = kl_divergence(p, histogram(index, normalized_weights(clean), len(p))).item()
             bins[cv] = len(p)
-        return Comparison("umbrella", str(reference.path), 0, bins, marginal, None, delta,
-                          {k: flow_delta[k].value - v.value for k, v in delta.items()},
-                          note="; ".join(notes + ["umbrella reference: ΔF and the PMF only"]))
+        plane = None
+        if reference.plane is not None and all(cv in samples.cvs for cv in reference.plane[0]):
+            (first, second), p = reference.plane
+            p = torch.from_numpy(np.ascontiguousarray(p)).reshape(-1)
+            q = histogram(plane_bin_index(samples.cvs[first], samples.cvs[second], len(reference.plane[1])),
+                          normalized_weights(clean), len(p))
+            plane = {"total_variation": total_variation(p, q).item(), "kl": kl_divergence(p, q).item()}
+            bins["ramachandran"] = len(reference.plane[1])
+        else:
+            notes.append("umbrella reference: ΔF and the PMF only")
+        return Comparison("umbrella", str(reference.path), 0, bins, marginal, plane, delta,
+                          {k: flow_delta[k].value - v.value for k, v in delta.items()}, note="; ".join(notes))
     ref_cvs = reference.cvs
     kl = marginal_kl(torch.stack([ref_cvs[n] for n in names], 1), torch.stack([samples.cvs[n] for n in names], 1),
                      samples.log_w, periodic=[True] * len(names), bins=MARGINAL_BINS, exclude=exclude)

@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..energy.harmonic import harmonic_widths
 from ..energy.terms import bond_angles, bond_lengths, dihedral_angles
 from ..flows.bijection import Bijection
 from ..flows.domains import Domain, Real
 from .cartesian import CARTESIAN_SCALE, CartesianBlock
-from .normalization import ANGLE_MARGIN, ANGLE_SCALE, BOND_SCALE, WIDTH, Normalization
+from .normalization import ANGLE_MARGIN, ANGLE_SCALE, BOND_SCALE, WIDTH, Normalization, Scale
 from .placement import Placement
 from .zmatrix import ZMatrix, build_zmatrix
 
@@ -56,13 +57,13 @@ class InternalCoordinates(Bijection):
         zmatrix: a ``ZMatrix`` (internal or mixed layout).
         reference: one structure [n_atoms, 3] or data frames [frames, n_atoms, 3] (nm):
             sets the normalisation (and the PCA of the Cartesian block).
-        width, bond_scale, angle_scale: interval widths and default scales, see
-            ``boltzflow.coordinates.normalization``.
+        width, bond_scale, angle_scale: interval widths and scales for a single reference
+            structure (one number, or one per bond / angle), see ``boltzflow.coordinates.normalization``.
         cartesian_scale: σ (nm) of the Cartesian block when ``reference`` is one structure.
     """
 
     def __init__(self, zmatrix: ZMatrix, reference: Positions, width: float = WIDTH,
-                 bond_scale: float = BOND_SCALE, angle_scale: float = ANGLE_SCALE,
+                 bond_scale: Scale = BOND_SCALE, angle_scale: Scale = ANGLE_SCALE,
                  cartesian_scale: float = CARTESIAN_SCALE):
         n = zmatrix.n_atoms
         ref = torch.as_tensor(reference, dtype=torch.float64)
@@ -169,11 +170,22 @@ def _check_frames(ref: Tensor, dihedrals: Tensor) -> None:
                          "dihedral reference")
 
 
+SCALES = ("fixed", "force-field")
+
+
 def for_system(system, reference: Optional[Positions] = None, cartesian_atoms: Optional[Sequence[int]] = None,
-               zmatrix: Union[ZMatrix, Sequence[Sequence[int]], None] = None, **options) -> InternalCoordinates:
+               zmatrix: Union[ZMatrix, Sequence[Sequence[int]], None] = None, scales: str = "fixed",
+               **options) -> InternalCoordinates:
     """``InternalCoordinates`` of a ``System``: its Z-matrix (``zmatrix`` argument, else the
     system's ``zmatrix`` in the internal layout, else built from the bond graph) and its
-    structure as reference unless ``reference`` (a structure or data frames) is given."""
+    structure as reference unless ``reference`` (a structure or data frames) is given.
+
+    ``scales``: how a single reference structure scales bonds and angles: ``"fixed"`` (one
+    number each, ``BOND_SCALE`` and ``ANGLE_SCALE``) or ``"force-field"`` (each one's thermal
+    width √(kT/k) from the system's harmonic terms at its temperature; the fixed number where
+    no harmonic term holds it, e.g. a constrained bond)."""
+    if scales not in SCALES:
+        raise ValueError(f"scales must be one of {SCALES}, got {scales!r}")
     cartesian = tuple(cartesian_atoms or ())
     if zmatrix is None and not cartesian and system.zmatrix is not None:
         zmatrix = system.zmatrix
@@ -181,4 +193,8 @@ def for_system(system, reference: Optional[Positions] = None, cartesian_atoms: O
         zmatrix = build_zmatrix(system.topology, cartesian)
     elif not isinstance(zmatrix, ZMatrix):
         zmatrix = ZMatrix.from_rows(zmatrix, system.n_atoms, cartesian)
+    if scales == "force-field":
+        bond_widths, angle_widths = harmonic_widths(system.openmm_system, system.kT, zmatrix.bonds, zmatrix.angles)
+        options.setdefault("bond_scale", [BOND_SCALE if w is None else w for w in bond_widths])
+        options.setdefault("angle_scale", [ANGLE_SCALE if w is None else w for w in angle_widths])
     return InternalCoordinates(zmatrix, system.positions if reference is None else reference, **options)

@@ -10,9 +10,10 @@ With a reference (one structure, or data frames) and scales s::
 * reference: the mean bond and angle over the frames and the circular mean dihedral
   (one structure: its own values).
 * scales: the frames' standard deviation when there are at least two frames (floored at
-  ``MIN_BOND_SCALE`` and ``MIN_ANGLE_SCALE``), otherwise ``bond_scale`` = 0.004 nm and
-  ``angle_scale`` = 0.1 rad, about the thermal spread of Amber bonds (0.0025-0.0031 nm)
-  and angles (0.06-0.09 rad) at 300 K, rounded up.
+  ``MIN_BOND_SCALE`` and ``MIN_ANGLE_SCALE``), otherwise ``bond_scale`` and ``angle_scale``:
+  one number for all (default 0.004 nm and 0.1 rad, about the thermal spread of Amber bonds,
+  0.0023-0.0031 nm, and angles, 0.06-0.10 rad, at 300 K, rounded up) or one per coordinate,
+  e.g. the force field's thermal widths √(kT/k) (``boltzflow.energy.harmonic``).
 * half-width h = max(``width``, 1.25 × the largest |u| of any reference frame), default
   ``width`` = 8 scales: thermal fluctuations fill about an eighth of each half-interval,
   and a harmonic bond or angle at the edge costs 8²/2 = 32 kT, so no conformation of the
@@ -34,7 +35,7 @@ the intervals are still mapped (finitely) both ways; the flow gives them ``log_p
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,19 @@ MIN_ANGLE_SCALE = 1e-3   # rad
 ANGLE_MARGIN = 0.05      # rad
 WIDTH = 8.0              # scales
 BRANCH_WIDTH = 0.8       # rad
+
+
+Scale = Union[float, Sequence[float], Tensor]
+
+
+def _per_coordinate(scale: Scale, like: Tensor, name: str) -> Tensor:
+    """``scale`` (one number, or one per coordinate) as a float64 tensor shaped like ``like``."""
+    values = torch.as_tensor(scale, dtype=torch.float64)
+    if values.dim() > 1 or (values.dim() == 1 and values.shape != like.shape):
+        raise ValueError(f"{name} must be one number or {len(like)} numbers, got shape {list(values.shape)}")
+    if not bool((values > 0).all()):
+        raise ValueError(f"{name} must be positive, got {scale}")
+    return values.expand_as(like).clone()
 
 
 def circular_mean(angles: Tensor, dim: int = 0) -> Tensor:
@@ -67,20 +81,19 @@ class Normalization(nn.Module):
     """
 
     def __init__(self, bonds: Tensor, angles: Tensor, dihedrals: Tensor, width: float = WIDTH,
-                 bond_scale: float = BOND_SCALE, angle_scale: float = ANGLE_SCALE,
+                 bond_scale: Scale = BOND_SCALE, angle_scale: Scale = ANGLE_SCALE,
                  angle_names: Sequence[str] = (), branch: Sequence[bool] = ()):
         super().__init__()
-        if not (width > 0 and bond_scale > 0 and angle_scale > 0):
-            raise ValueError(f"width, bond_scale and angle_scale must be positive, got "
-                             f"{width}, {bond_scale}, {angle_scale}")
         bonds, angles, dihedrals = (v.to(torch.float64) for v in (bonds, angles, dihedrals))
         frames = len(bonds)
         b_ref, a_ref = bonds.mean(0), angles.mean(0)
+        b_scale = _per_coordinate(bond_scale, b_ref, "bond_scale")
+        a_scale = _per_coordinate(angle_scale, a_ref, "angle_scale")
+        if not width > 0:
+            raise ValueError(f"width must be positive, got {width}")
         if frames > 1:
             b_scale = bonds.std(0).clamp_min(MIN_BOND_SCALE)
             a_scale = angles.std(0).clamp_min(MIN_ANGLE_SCALE)
-        else:
-            b_scale, a_scale = torch.full_like(b_ref, bond_scale), torch.full_like(a_ref, angle_scale)
         linear = ((a_ref <= ANGLE_MARGIN) | (a_ref >= math.pi - ANGLE_MARGIN)).nonzero()[:, 0].tolist()
         if linear:
             k = linear[0]

@@ -48,8 +48,10 @@ class ProductBase(BaseDistribution):
     Args:
         domains: one domain per dimension.
         real: ``"normal"`` (standard normal) or ``"diag_normal"`` (trainable mean and scale).
-        interval: ``"uniform"`` or ``"truncated_normal"`` (trainable, starts centred with
-            the half-width as scale).
+        interval: ``"uniform"``, ``"normal"`` (the standard normal truncated to the interval:
+            for coordinates already in units of their expected spread, such as bonds and
+            angles scaled by their thermal widths) or ``"truncated_normal"`` (trainable,
+            starts centred with the half-width as scale).
         circle: ``"uniform"`` or ``"von_mises"`` (trainable mean and concentration, starts
             at mean 0, concentration 1; its samples carry no gradient).
     """
@@ -64,7 +66,7 @@ class ProductBase(BaseDistribution):
         super().__init__(domains)
         for name, value, allowed in [
             ("real", real, ("normal", "diag_normal")),
-            ("interval", interval, ("uniform", "truncated_normal")),
+            ("interval", interval, ("uniform", "normal", "truncated_normal")),
             ("circle", circle, ("uniform", "von_mises")),
         ]:
             if value not in allowed:
@@ -120,12 +122,18 @@ class ProductBase(BaseDistribution):
         return (-0.5 * (z * z + LOG_2PI) - self.real_log_scale).sum(-1)
 
     # --- interval dimensions
+    def _interval_loc_log_scale(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.families["interval"] == "normal":
+            return like.new_zeros(()), like.new_zeros(())
+        return self.interval_loc, self.interval_log_scale
+
     def _rsample_interval(self, n, d):
         u = self._anchor.new_empty(n, d).uniform_()
         low, high = self.low.to(u), self.high.to(u)
         if self.families["interval"] == "uniform":
             return low + (high - low) * u
-        loc, scale = self.interval_loc, torch.exp(self.interval_log_scale)
+        loc, log_scale = self._interval_loc_log_scale(u)
+        scale = torch.exp(log_scale)
         a = torch.special.ndtr((low - loc) / scale)
         b = torch.special.ndtr((high - loc) / scale)
         p = (a + u * (b - a)).clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
@@ -135,7 +143,7 @@ class ProductBase(BaseDistribution):
         low, high = self.low.to(x), self.high.to(x)
         if self.families["interval"] == "uniform":
             return -torch.log(high - low).sum().expand(len(x))
-        loc, log_scale = self.interval_loc, self.interval_log_scale
+        loc, log_scale = self._interval_loc_log_scale(x)
         scale = torch.exp(log_scale)
         mass = torch.special.ndtr((high - loc) / scale) - torch.special.ndtr((low - loc) / scale)
         z = (x - loc) / scale

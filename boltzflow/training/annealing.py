@@ -11,6 +11,10 @@ temperature to T_k and
 3. trains by maximum likelihood on minibatches of that data set.
 
 One target evaluation per drawn point per stage, so the later stages cost few evaluations.
+With ``refit="objective"`` the later stages instead go on with the stage-0 objective at
+T_k (for reverse KL: a temperature schedule of the target). That keeps what the hot stage
+learnt of every basin without refitting to a resampled set, which repeats few distinct
+points when the stage's ESS is low.
 The temperature ladder is geometric, T_k = T_high (T / T_high)^{k/(S−1)}.
 """
 
@@ -27,6 +31,7 @@ from ..sampling import LogDensity
 from .objectives import forward_kl
 
 Objective = Callable[[int], tuple[Tensor, dict]]
+REFITS = ("ml", "objective")
 
 
 def temperature_ladder(high: float, low: float, stages: int) -> tuple[float, ...]:
@@ -51,13 +56,18 @@ class TemperatureAnnealing:
             the rest split evenly over the later stages.
         batch_size: minibatch of the maximum-likelihood stages.
         samples: points drawn from the flow at the start of each later stage.
+        refit: ``"ml"`` (reweight, resample, maximum likelihood) or ``"objective"`` (the
+            stage-0 objective at each lower temperature).
     """
 
     def __init__(self, first: Objective, flow: Flow, log_p: LogDensity,
                  set_temperature: Callable[[float], None], temperatures: Sequence[float],
-                 steps: int, batch_size: int, samples: int, first_fraction: float = 0.5):
+                 steps: int, batch_size: int, samples: int, first_fraction: float = 0.5, refit: str = "ml"):
         if not 0 < first_fraction < 1:
             raise ValueError(f"first_fraction must be in (0, 1), got {first_fraction}")
+        if refit not in REFITS:
+            raise ValueError(f"refit must be one of {REFITS}, got {refit!r}")
+        self.refit = refit
         self.first, self.flow, self.log_p = first, flow, log_p
         self.set_temperature, self.temperatures = set_temperature, tuple(temperatures)
         self.batch_size, self.samples = int(batch_size), int(samples)
@@ -84,7 +94,10 @@ class TemperatureAnnealing:
 
     def __call__(self, step: int) -> tuple[Tensor, dict]:
         stage = self.stage_of(step)
-        if stage == 0:
+        if stage == 0 or self.refit == "objective":
+            if stage != self.stage:
+                self.stage = stage
+                self.set_temperature(self.temperatures[stage])
             loss, stats = self.first(step)
         else:
             if stage != self.stage or self.data is None:

@@ -12,8 +12,8 @@ pieces, computed one after another, each with its own random stream, their gradi
 model as 1 process × P·S shards, up to float rounding; ``shards`` may change on ``--resume``
 as long as processes × shards stays the same.
 
-The ``default`` preset fits a laptop: ``boltzflow train alanine-dipeptide`` finishes in
-about 20 minutes on 2 CPU cores. The ``literature`` preset uses the model and budget of the
+The ``default`` preset fits a laptop: ``boltzflow train alanine-dipeptide`` trains in
+about 7 minutes on one CPU core. The ``literature`` preset uses the model and budget of the
 published alanine-dipeptide runs (12 coupling layers, 8 bins, 256 hidden units, batch 1024,
 Adam 5e-4 with cosine decay; FAB: 2.1e8 target evaluations).
 """
@@ -27,9 +27,17 @@ from typing import Any, Optional, Sequence, Union
 from ..errors import BoltzflowError
 from ..io import read_toml
 from ..io.toml import tomllib
+from .annealing import REFITS
 
 OBJECTIVES = ("rkl", "ml", "snf", "fab")
 KERNELS = ("metropolis", "mala", "hmc")
+BASES = ("thermal", "uniform")
+# settings added after runs were first written, with the value such older runs used
+LEGACY: dict[str, Any] = {"model": {"base": "uniform"}, "rkl": {"forward_weight": 0.0, "forward_samples": 32},
+                          "anneal": {"refit": "ml"}}
+
+# preset sections that apply to some objectives only; with another objective they are left out
+SCOPED: dict[str, tuple[str, ...]] = {"anneal": ("rkl",)}
 
 DEFAULTS: dict[str, Any] = {
     "system": "",
@@ -51,17 +59,30 @@ DEFAULTS: dict[str, Any] = {
     "final_samples": 16384,       # samples for the ESS printed at the end
     "log_every": 25,
     "checkpoint_every": 250,
-    "model": {"layers": 8, "bins": 8, "hidden": [128, 128], "circular_shift": True},
+    # base "thermal": bonds and angles scaled by their force-field thermal widths √(kT/k) and
+    # drawn from a truncated standard normal, so the untrained flow already has them at their
+    # Boltzmann spread; "uniform": fixed scales (0.004 nm, 0.1 rad) and a uniform base
+    "model": {"layers": 8, "bins": 8, "hidden": [128, 128], "circular_shift": True, "base": "thermal"},
     "energy": {"backend": "torch", "compile": False, "mirror": "penalize", "mirror_penalty": 100.0,
                "energy_high": 1000.0},
+    # λ of rkl's mode-covering KL(p ‖ q) term and the points it is estimated on (objectives.reverse_kl)
+    "rkl": {"forward_weight": 0.0, "forward_samples": 32},
     "snf": {"kernel": "mala", "layers": 2, "steps_per_layer": 1, "step_size": 0.001},
     "fab": {"n_intermediate": 8, "spacing": "linear", "n_leapfrog": 4, "step_size": 0.01,
             "buffer_batches": 64, "updates_per_ais": 4},
-    "anneal": {"start": 0.0, "stages": 5, "first_fraction": 0.5, "samples": 65536},  # start 0: off
+    # start 0: off; refit "ml" (TA-BG: reweight, resample, maximum likelihood) or "objective"
+    "anneal": {"start": 0.0, "stages": 5, "first_fraction": 0.5, "samples": 65536, "refit": "ml"},
 }
 
+# reverse KL from 600 K down to the target temperature in four steps, with the mode-covering
+# term: both keep minor basins (alanine dipeptide's φ > 0) that reverse KL alone misses or
+# collapses into (benchmarks/RESULTS.md)
+ANNEALED_RKL: dict[str, Any] = {"rkl": {"forward_weight": 1.0},
+                                "anneal": {"start": 600.0, "stages": 4, "refit": "objective"}}
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": ANNEALED_RKL,
+    # one hour of one CPU core: twice the batch, 4.5 times the steps of the default (9.2e6 evaluations)
+    "cpu-hour": {**ANNEALED_RKL, "steps": 18_000, "batch_size": 512, "warmup": 200},
     "literature": {"steps": 250_000, "batch_size": 1024, "lr": 5e-4, "warmup": 1000,
                    "model": {"layers": 12, "bins": 8, "hidden": [256, 256]},
                    "fab": {"buffer_batches": 100, "updates_per_ais": 8},
@@ -108,6 +129,19 @@ def parse_assignment(text: str) -> dict:
     return value
 
 
+def with_legacy(saved: dict) -> dict:
+    """A run's saved configuration with the ``LEGACY`` values filled in where it predates a setting."""
+    def fill(table: dict, legacy: dict) -> dict:
+        out = dict(table)
+        for key, value in legacy.items():
+            if isinstance(value, dict):
+                out[key] = fill(out.get(key, {}), value) if isinstance(out.get(key, {}), dict) else out[key]
+            else:
+                out.setdefault(key, value)
+        return out
+    return fill(saved, LEGACY)
+
+
 def resolve_config(system: Optional[str] = None, preset: str = "default",
                    config_file: Union[str, Path, None] = None, options: Optional[dict] = None,
                    assignments: Sequence[str] = ()) -> dict:
@@ -119,13 +153,21 @@ def resolve_config(system: Optional[str] = None, preset: str = "default",
     """
     if preset not in PRESETS:
         raise BoltzflowError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    config = copy.deepcopy(DEFAULTS)
-    _merge(config, copy.deepcopy(PRESETS[preset]), f"preset {preset}")
-    if config_file is not None:
-        _merge(config, read_toml(config_file), str(config_file))
-    _merge(config, {k: v for k, v in (options or {}).items() if v is not None}, "command line")
-    for text in assignments:
-        _merge(config, parse_assignment(text), f"--set {text}")
+    layers = [(str(config_file), read_toml(config_file))] if config_file is not None else []
+    layers.append(("command line", {k: v for k, v in (options or {}).items() if v is not None}))
+    layers += [(f"--set {text}", parse_assignment(text)) for text in assignments]
+
+    def layered(preset_settings: dict) -> dict:
+        config = copy.deepcopy(DEFAULTS)
+        _merge(config, copy.deepcopy(preset_settings), f"preset {preset}")
+        for source, settings in layers:
+            _merge(config, copy.deepcopy(settings), source)
+        return config
+
+    settings = PRESETS[preset]
+    config = layered({k: v for k, v in settings.items() if k not in SCOPED})
+    if any(k in SCOPED and config["objective"] in SCOPED[k] for k in settings):
+        config = layered({k: v for k, v in settings.items() if k not in SCOPED or config["objective"] in SCOPED[k]})
     if system is not None:
         config["system"] = system
     _validate(config)
@@ -153,10 +195,16 @@ def _validate(config: dict) -> None:
         raise bad("batch_size", f"a multiple of shards = {config['shards']}")
     if not config["lr"] > 0:
         raise bad("lr", "a positive learning rate")
+    if config["model"]["base"] not in BASES:
+        raise bad("model.base", " | ".join(BASES))
     if config["dtype"] not in ("float32", "float64"):
         raise bad("dtype", "float32 | float64")
     if config["temperature"] < 0:
         raise bad("temperature", "a temperature in K (0: the system's)")
+    if not config["rkl"]["forward_weight"] >= 0:
+        raise bad("rkl.forward_weight", "a weight >= 0")
+    if config["rkl"]["forward_samples"] < 1:
+        raise bad("rkl.forward_samples", "a positive integer")
     if config["snf"]["kernel"] not in KERNELS:
         raise bad("snf.kernel", " | ".join(KERNELS))
     if config["energy"]["backend"] not in ("torch", "openmm"):
@@ -166,5 +214,7 @@ def _validate(config: dict) -> None:
     anneal = config["anneal"]
     if anneal["start"] and config["objective"] not in ("rkl", "fab"):
         raise BoltzflowError("temperature annealing (anneal.start) works with the rkl and fab objectives")
+    if anneal["refit"] not in REFITS:
+        raise bad("anneal.refit", " | ".join(REFITS))
     if anneal["start"] and anneal["stages"] < 2:
         raise bad("anneal.stages", "at least 2 temperatures")

@@ -31,13 +31,13 @@ from torch import Tensor, nn
 
 from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
 from ..errors import BoltzflowError
-from ..flows import Flow, spline_flow
+from ..flows import Flow, ProductBase, spline_flow
 from ..io import atomic_path, model_file, read_toml, write_toml
 from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
 from . import distributed
 from .annealing import TemperatureAnnealing, temperature_ladder
-from .config import resolve_config
+from .config import resolve_config, with_legacy
 from .correction import AISCorrection
 from .fab import FAB
 from .objectives import forward_kl, reverse_kl
@@ -141,16 +141,18 @@ def build_run(config: dict) -> Run:
         energy = system.energy("openmm")
     else:
         energy = system.energy("torch", compile=energy_options["compile"]).to(device, dtype)
-    coordinates = system.internal_coordinates().to(device, dtype)
+    model = config["model"]
+    thermal = model["base"] == "thermal"
+    coordinates = system.internal_coordinates(scales="force-field" if thermal else "fixed").to(device, dtype)
     target = BoltzmannTarget(energy, coordinates, system.chiral_centers, mirror=energy_options["mirror"],
                              mirror_penalty=energy_options["mirror_penalty"],
                              energy_high=energy_options["energy_high"] or None,
                              temperature=config["temperature"] or system.temperature)
     torch.manual_seed(config["seed"])
-    model = config["model"]
+    base = ProductBase(coordinates.domains, interval="normal" if thermal else "uniform")
     flow = spline_flow(coordinates.domains, layers=model["layers"], bins=model["bins"],
                        hidden=tuple(model["hidden"]), circular_shift=model["circular_shift"],
-                       seed=config["seed"]).to(device, dtype)
+                       base=base, seed=config["seed"]).to(device, dtype)
     snf = _stochastic_flow(config, flow) if config["objective"] == "snf" else None
     return Run(config, system, flow, target, snf)
 
@@ -185,7 +187,9 @@ class _Objective:
         name = config["objective"]
         self.run, self.snf, self.evaluations = run, snf, 0
         if name == "rkl":
-            inner: Callable = lambda step: reverse_kl(flow, target, batch)
+            options = config["rkl"]
+            inner: Callable = lambda step: reverse_kl(flow, target, batch, options["forward_weight"],
+                                                      options["forward_samples"])
         elif name == "snf":
             inner = (lambda step: snf_reverse_kl(snf, target, batch)) if data is None else \
                 (lambda step: snf_forward_kl(snf, target, data[torch.randint(len(data), (batch,), device=data.device)]))
@@ -203,7 +207,7 @@ class _Objective:
             low = config["temperature"] or run.system.temperature  # not target.temperature: shards anneal it
             ladder = temperature_ladder(anneal["start"], low, anneal["stages"])
             inner = TemperatureAnnealing(inner, flow, target, target.set_temperature, ladder, config["steps"],
-                                         batch, samples, anneal["first_fraction"])
+                                         batch, samples, anneal["first_fraction"], anneal["refit"])
         self.inner = inner
 
     def __call__(self, step: int) -> tuple[Tensor, dict]:
@@ -243,7 +247,7 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
     checkpoint = out / "checkpoints" / "last.pt"
     resuming = resume and checkpoint.is_file()
     if resuming:
-        saved = read_toml(out / "config.toml")
+        saved = with_legacy(read_toml(out / "config.toml"))
         if saved != config:
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             if set(changed) - {"steps", "time_limit", "shards"}:
@@ -305,7 +309,7 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise BoltzflowError(f"{run_dir} is not a run directory (no config.toml); train one with boltzflow train")
-    config = resolve_config(options=read_toml(run_dir / "config.toml"))
+    config = resolve_config(options=with_legacy(read_toml(run_dir / "config.toml")))
     if device is not None:
         config["device"] = device
     run = build_run(config)

@@ -78,3 +78,17 @@ def test_eubo_and_forward_kl_of_gaussians():
     assert divergence.value == pytest.approx(kl, abs=4 * divergence.error)
     with pytest.raises(ValueError, match=r"shape \[n\]"):
         eubo(log_p_tilde, log_q[:-1])
+
+
+def test_total_variation_noise_floor_of_repeats_and_of_a_perfect_generator():
+    from boltzflow.analysis.compare import total_variation_noise_floor
+
+    uniform = np.full((3, 100), 0.01)
+    floor = total_variation_noise_floor(uniform, sample_sizes=(10_000, 1_000_000), draws=50)
+    assert floor["between_repeats"]["pairs"] == [0.0, 0.0, 0.0] and floor["reference_estimate"] == 0.0
+    # E|count/N − p| ≈ sqrt(2 p (1 − p) / (π N)) per bin; TV is half the sum over 100 bins
+    expected = 50 * math.sqrt(2 * 0.01 * 0.99 / (math.pi * 10_000))
+    assert floor["perfect_generator"]["10000"] == pytest.approx(expected, rel=0.05)
+    assert floor["perfect_generator"]["1000000"] == pytest.approx(expected / 10, rel=0.05)
+    noisy = np.array([[0.5, 0.5], [0.6, 0.4]])
+    assert total_variation_noise_floor(noisy)["between_repeats"]["mean"] == pytest.approx(0.1)

@@ -177,6 +177,35 @@ def test_comparison_with_umbrella_sampling(system, umbrella_reference, tmp_path)
         load_reference(folder, system)
 
 
+def test_a_2d_umbrella_reference_gives_its_delta_f_and_the_ramachandran_distance(system, umbrella_reference,
+                                                                                  tmp_path):
+    from boltzflow.analysis.compare import total_variation
+    from boltzflow.analysis.histograms import plane_bin_index
+
+    folder = tmp_path / "umbrella2d"
+    shutil.copytree(umbrella_reference.folder, folder)
+    data = json.loads((folder / "free_energies.json").read_text())
+    data["settings"]["cv"] = "phi,psi"
+    data["delta_f"] = {"phi_negative -> phi_positive": {"value": 6.0, "error": 0.1, "low": 5.7, "high": 6.3,
+                                                          "level": 0.95, "method": "repeats", "n": 4}}
+    (folder / "free_energies.json").write_text(json.dumps(data))
+    bins = 16
+    p = np.zeros((bins, bins))
+    p[: bins // 2] = 1 / (bins * bins / 2)  # uniform over φ < 0
+    np.savez(folder / "ramachandran.npz", probability=p)
+    reference = load_reference(folder, system)
+    assert reference.plane[0] == ("phi", "psi") and set(reference.profiles) == {"phi"}
+    samples = synthetic(system)
+    report = free_energy_report(samples, reference, n_boot=N_BOOT)
+    comparison = report.comparison
+    assert comparison.delta_f["phi_negative -> phi_positive"].value == 6.0
+    weights = torch.softmax(samples.log_w.masked_fill(~samples.right_handed, -math.inf), 0)
+    q = histogram(plane_bin_index(samples.cvs["phi"], samples.cvs["psi"], bins), weights, bins * bins)
+    expected = total_variation(torch.from_numpy(p.reshape(-1)), q).item()
+    assert comparison.ramachandran["total_variation"] == pytest.approx(expected, rel=1e-12)
+    assert comparison.bins["ramachandran"] == bins and "PMF only" not in comparison.note
+
+
 def test_plots_are_written(system, md_reference, umbrella_reference, tmp_path):
     samples = synthetic(system)
     for name, reference in (("md", md_reference), ("umbrella", umbrella_reference.folder)):

@@ -12,7 +12,9 @@ DOMAINS = [Real(), Interval(-1.0, 2.0), Circle(), Real(), Interval(0.5, 0.7)]
 FAMILIES = [
     dict(),
     dict(real="diag_normal", interval="truncated_normal", circle="von_mises"),
+    dict(interval="normal"),
 ]
+IDS = ["default", "trainable", "normal"]
 
 
 def perturb(base):
@@ -36,7 +38,8 @@ def reference_log_prob(base, x):
     if base.families["interval"] == "uniform":
         lp += torch.distributions.Uniform(low, high).log_prob(x[:, idx]).sum(-1)
     else:
-        d = torch.distributions.Normal(base.interval_loc, base.interval_log_scale.exp())
+        d = (torch.distributions.Normal(0.0, 1.0) if base.families["interval"] == "normal"
+             else torch.distributions.Normal(base.interval_loc, base.interval_log_scale.exp()))
         mass = d.cdf(high) - d.cdf(low)
         lp += (d.log_prob(x[:, idx]) - torch.log(mass)).sum(-1)
     idx = base.idx_circle
@@ -48,14 +51,14 @@ def reference_log_prob(base, x):
     return lp
 
 
-@pytest.mark.parametrize("families", FAMILIES, ids=["default", "trainable"])
+@pytest.mark.parametrize("families", FAMILIES, ids=IDS)
 def test_log_prob_matches_torch_distributions(families):
     base = perturb(ProductBase(DOMAINS, **families)).double()
     x = base.sample(256)
     assert torch.allclose(base.log_prob(x), reference_log_prob(base, x), atol=1e-10)
 
 
-@pytest.mark.parametrize("families", FAMILIES, ids=["default", "trainable"])
+@pytest.mark.parametrize("families", FAMILIES, ids=IDS)
 def test_samples_follow_the_density(families, device, dtype):
     """Per dimension, sample means of x (cos x on circles) match quadrature of the density."""
     reference = perturb(ProductBase(DOMAINS, **families)).double()

@@ -1,9 +1,12 @@
 """``boltzflow md`` and ``boltzflow umbrella`` with tiny budgets."""
 
+import sys
+
 import h5py
+import pytest
 from typer.testing import CliRunner
 
-from boltzflow.cli.app import app
+from boltzflow.cli.app import app, main
 
 runner = CliRunner()
 
@@ -32,3 +35,30 @@ def test_help_shows_examples_and_bad_input_is_a_user_error(tmp_path):
         assert result.exit_code == 0 and f"boltzflow {command} alanine-dipeptide" in result.output
     result = runner.invoke(app, ["umbrella", "alanine-dipeptide-vacuum", "--cv", "chi", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "no dihedral 'chi'" in str(result.exception)
+
+
+def test_2d_umbrella_command_reports_repeats_cost_and_the_plane(tmp_path):
+    result = runner.invoke(app, ["umbrella", "alanine-dipeptide-vacuum", "--cv", "phi,psi", "--windows", "3",
+                                 "--ps", "0.3", "--repeats", "2", "--force-constant", "20", "--threads", "1",
+                                 "--plane-bins", "12", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())  # rich wraps lines and table cells at the runner's 80 columns
+    for text in ("phi_negative", "phi_positive", "C7eq_beta", "independent repeats", "phi ∈ [0°, 180°)",
+                 "ns simulated", "threads: 1", "TV between repeats", "ramachandran.npz"):
+        assert text in words, text
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--cv", "phi,foo"], "no dihedral 'foo'"), (["--cv", "phi,psi", "--windows", "1"], "windows >= 2"),
+])
+def test_bad_umbrella_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, arguments,
+                                                                   message):
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["boltzflow", "umbrella", "alanine-dipeptide-vacuum", *arguments,
+                                      "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1, error
+    assert not out.exists()

@@ -13,6 +13,17 @@ def test_defaults_resolve_and_name_the_system():
     assert config["objective"] == "rkl" and config["model"] == DEFAULTS["model"]
 
 
+def test_the_default_preset_anneals_reverse_kl_only():
+    """Its annealing applies to rkl; other objectives train at the target temperature unless
+    annealing is asked for explicitly."""
+    assert resolve_config("alanine-dipeptide")["anneal"]["start"] == 600.0
+    for objective in ("fab", "snf"):
+        assert resolve_config("alanine-dipeptide", options={"objective": objective})["anneal"]["start"] == 0.0
+    fab = resolve_config("alanine-dipeptide", options={"objective": "fab"}, assignments=["anneal.start=900"])
+    assert fab["anneal"]["start"] == 900.0 and fab["anneal"]["refit"] == DEFAULTS["anneal"]["refit"]
+    assert resolve_config("alanine-dipeptide", assignments=["anneal.start=0"])["anneal"]["start"] == 0.0
+
+
 def test_precedence_preset_file_options_assignments(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('steps = 7\nlr = 1e-3\n[fab]\nn_intermediate = 3\n')
@@ -35,6 +46,7 @@ def test_precedence_preset_file_options_assignments(tmp_path):
     ({"options": {"objective": "ml"}}, "objective 'ml' needs data"),
     ({"assignments": ["steps"]}, "write KEY=VALUE"),
     ({"preset": "huge"}, "unknown preset 'huge'"),
+    ({"assignments": ['model.base="gaussian"']}, "expected thermal | uniform"),
     ({"assignments": ["anneal.start=1200", "objective=\"snf\""]}, "rkl and fab objectives"),
 ])
 def test_bad_settings_are_clear_errors(kwargs, message):

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from boltzflow.cli.app import app
 from boltzflow.errors import BoltzflowError
-from boltzflow.io import load_checkpoint
+from boltzflow.io import load_checkpoint, read_toml, write_toml
 from boltzflow.reference.trajectory import append_frames, create_trajectory
 from boltzflow.systems import load_system
 from boltzflow.training.config import resolve_config
@@ -51,7 +51,8 @@ def test_cli_smoke_writes_the_run_directory(tmp_path):
     ("rkl", ()),
     ("fab", ("fab.n_intermediate=2", "fab.n_leapfrog=2", "fab.buffer_batches=4", "fab.updates_per_ais=2")),
     ("snf", ("snf.layers=2",)),
-    ("rkl", ("anneal.start=900.0", "anneal.stages=3", "anneal.samples=64")),
+    ("rkl", ("anneal.start=900.0", "anneal.stages=3", "anneal.samples=64", 'anneal.refit="ml"')),
+    ("rkl", ("anneal.start=900.0", "anneal.stages=3", 'anneal.refit="objective"', "rkl.forward_weight=0.5")),
 ])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, objective, extra):
     config = tiny(objective, *extra)
@@ -134,3 +135,26 @@ def test_load_run_rebuilds_the_trained_model(tmp_path):
     assert samples["xyz"].shape == (40, 22, 3) and samples["log_w"].shape == (40,)
     with pytest.raises(BoltzflowError, match="not a run directory"):
         load_run(tmp_path / "checkpoints")
+
+
+def test_a_run_from_before_the_thermal_base_loads_as_it_was_trained(tmp_path):
+    """config.toml files written before ``model.base`` existed describe uniform-base runs."""
+    train(tiny("rkl", 'model.base="uniform"'), tmp_path)
+    config = read_toml(tmp_path / "config.toml")
+    del config["model"]["base"]
+    write_toml(tmp_path / "config.toml", config)
+    run = load_run(tmp_path)
+    assert run.config["model"]["base"] == "uniform"
+    assert run.flow.base.families["interval"] == "uniform"
+    scale = run.coordinates.normalization.bond_scale
+    assert scale.std() == 0 and scale[0].item() == pytest.approx(0.004, rel=1e-6)  # float32 run
+    thermal = load_run_with_base(tmp_path, "thermal")
+    assert thermal.flow.base.families["interval"] == "normal"
+    assert thermal.coordinates.normalization.bond_scale.std() > 0
+
+
+def load_run_with_base(run_dir, base):
+    config = read_toml(run_dir / "config.toml")
+    config["model"]["base"] = base
+    write_toml(run_dir / "config.toml", config)
+    return load_run(run_dir)

@@ -1,0 +1,100 @@
+"""Sample quality of a training preset, judged honestly: several seeds, fresh samples, a reference.
+
+For each seed, trains ``boltzflow train SYSTEM --preset P --set seed=S`` into ``--out``
+(a finished run is judged again, not retrained; an interrupted one resumes), then draws
+``--samples`` fresh samples (a seed of their own) and reports, per run and as the median
+over seeds:
+
+- cost: target evaluations and wall time of training (threads as the run had them);
+- Kish ESS without weight clipping, and PSIS k̂ next to it;
+- the reweighted φ > 0 population and ΔF(φ < 0 → φ > 0) with its bootstrap interval;
+- against ``--reference`` (an umbrella folder of ``boltzflow umbrella``): ΔF − ΔF_ref;
+- the published anchors of the same system (CMT paper, Table 1), for scale.
+
+    python benchmarks/quality.py --preset default --seeds 0,1,2 --reference refs/umbrella2d --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from boltzflow.analysis.report import free_energy_report, load_reference, samples_for
+from boltzflow.training.config import resolve_config
+from boltzflow.training.run import train
+
+PUBLISHED = [("reverse KL (CMT paper, Table 1)", 2.56e8, 0.941), ("FAB", 2.13e8, 0.948),
+             ("TA-BG", 1e8, 0.958), ("CMT", 1e8, 0.977)]
+DELTA = "phi_negative -> phi_positive"
+
+
+def judge(run_dir: Path, samples: int, seed: int, reference=None) -> dict:
+    """Fresh-sample quality of a trained run directory."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    drawn, run = samples_for(run_dir, n=samples, seed=seed)
+    report = free_energy_report(drawn, reference, run=None)
+    delta = report.delta_f.get(DELTA)
+    row = {"run": str(run_dir), "seed": summary["seed"], "evaluations": summary["evaluations"],
+           "wall_time_min": summary["wall_time"] / 60, "samples": samples, "ess": report.ess,
+           "khat": report.psis.khat, "phi_positive": report.populations["phi_positive"],
+           "delta_f": None if delta is None else delta.value,
+           "delta_f_interval": None if delta is None else [delta.low, delta.high]}
+    if reference is not None and report.comparison is not None:
+        difference = report.comparison.delta_f_difference.get(DELTA)
+        row["delta_f_minus_reference"] = getattr(difference, "value", difference)
+    return row
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--system", default="alanine-dipeptide")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], help="extra KEY=VALUE")
+    parser.add_argument("--samples", type=int, default=100_000, help="fresh samples to judge each run on")
+    parser.add_argument("--reference", type=Path, help="umbrella folder to compare ΔF with")
+    parser.add_argument("--out", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    system = None
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        config = resolve_config(args.system, args.preset, options={"seed": seed}, assignments=args.assignments)
+        run_dir = args.out / f"{args.preset}-seed{seed}"
+        if not (run_dir / "model.pt").is_file():
+            train(config, run_dir, resume=True)
+        reference = None
+        if args.reference is not None:
+            if system is None:
+                from boltzflow.systems import load_system
+                system = load_system(args.system)
+            reference = load_reference(args.reference, system)
+        rows.append(judge(run_dir, args.samples, 10_000 + seed, reference))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.markdown:
+        print(table(rows, args.preset))
+    return rows
+
+
+def table(rows: list[dict], preset: str) -> str:
+    lines = ["| run | target evaluations | wall time | Kish ESS | PSIS k̂ | φ > 0 (reweighted) | ΔF(φ<0 → φ>0) | − reference |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        low, high = r["delta_f_interval"] or (float("nan"), float("nan"))
+        diff = r.get("delta_f_minus_reference")
+        lines.append(f"| {preset}, seed {r['seed']} | {r['evaluations']:.2e} | {r['wall_time_min']:.1f} min | "
+                     f"{100 * r['ess']:.1f}% | {r['khat']:.2f} | {100 * r['phi_positive']:.3f}% | "
+                     f"{r['delta_f']:.2f} ({low:.2f}–{high:.2f}) kT | "
+                     + ("–" if diff is None else f"{diff:+.2f} kT") + " |")
+    ess = [r["ess"] for r in rows]
+    lines.append(f"| **median of {len(rows)}** | | | **{100 * statistics.median(ess):.1f}%** "
+                 f"(range {100 * min(ess):.1f}–{100 * max(ess):.1f}%) | | | | |")
+    for name, evaluations, published in PUBLISHED:
+        lines.append(f"| published {name} | {evaluations:.2e} | GPU | {100 * published:.1f}% | | | | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
