@@ -11,6 +11,10 @@ attribute; N samples, A atoms, D internal coordinates)::
                                            (the subtracted constant is the attribute log_w_logsumexp;
                                            -inf = weight 0; mirror images carry the run's
                                            energy.mirror penalty or weight 0)
+    log_w_flow       [N]        float64    only with an AIS correction: the flow-only log-weights
+                                           log p̃ − log q of the flow sample each chain started from
+                                           (not of positions[i]), self-normalised likewise
+                                           (attribute log_w_flow_logsumexp)
     right_handed     [N]        bool       every chiral centre has its declared label
     cvs/<name>       [N]        float64    the system's named dihedrals, radians in [-π, π]
     states/<name>    [N]        bool       membership of each named state
@@ -20,7 +24,16 @@ attribute; N samples, A atoms, D internal coordinates)::
 
 File attributes: format, format_version, system (what ``load_system`` takes), system_name,
 temperature (K), kT (kJ/mol), units (JSON), n, seed, run, objective, model_file,
-model_sha256, boltzflow_version, log_w_logsumexp (log Z = log_w_logsumexp − log N).
+model_sha256, boltzflow_version, log_w_logsumexp (log Z = log_w_logsumexp − log N),
+sampling_seconds (wall time of drawing and writing, without an AIS warm-up).
+With an AIS correction (``boltzflow.training.correction``): z, positions, u and log_q are
+those of the chains' end points and log_w their AIS weights; ais_levels (K), ais_kernel,
+ais_leapfrog, ais_steps_per_level, ais_spacing, ais_betas [K+2], ais_step_size_initial,
+ais_step_sizes [K, D] (frozen after the warm-up), ais_acceptance [K] (production mean),
+ais_warmup_batches, ais_warmup_size, ais_precondition, ais_warmup_evaluations, ais_warmup_seconds,
+ais_gradient_evaluations_per_sample (log q and log p̃ with gradients, per chain),
+ais_extra_evaluations_per_sample (target evaluations per sample beyond the one a plain draw
+makes, measured), log_w_flow_logsumexp.
 
 The file is written under a temporary name beside ``path`` and renamed when complete, so
 an interrupted run never leaves a partial file under the final name.
@@ -31,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
@@ -46,7 +60,8 @@ from .atomic import atomic_path
 
 FORMAT, FORMAT_VERSION = "boltzflow-samples", 1
 UNITS = {"positions": "nm", "z": "internal coordinates (bonds and angles normalised, dihedrals in radians)",
-         "log_q": "log density of z", "u": "kT", "log_w": "log of weights summing to 1", "right_handed": "boolean",
+         "log_q": "log density of z", "u": "kT", "log_w": "log of weights summing to 1",
+         "log_w_flow": "log of weights summing to 1", "right_handed": "boolean",
          "cvs": "radians", "states": "boolean", "resampled/positions": "nm", "resampled/indices": "sample index"}
 CHUNK_BYTES = 1 << 18
 SCALARS = ("log_q", "u", "log_w", "right_handed")
@@ -66,6 +81,7 @@ class Samples:
     right_handed: np.ndarray
     cvs: dict
     states: dict
+    log_w_flow: Optional[np.ndarray] = None
     positions: Optional[np.ndarray] = None
     z: Optional[np.ndarray] = None
     resampled: Optional[dict] = None
@@ -92,22 +108,27 @@ def sha256(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def sample_batches(run, n: int, batch_size: int, seed: int = 0) -> Iterator[dict]:
+def sample_batches(run, n: int, batch_size: int, seed: int = 0, correction=None) -> Iterator[dict]:
     """Draw ``n`` samples of ``run`` in batches: dicts of CPU numpy arrays with the datasets of
     a samples file (``log_w`` not yet normalised) and ``cvs`` / ``states`` dicts.
 
+    ``correction``: an ``AISCorrection``, warmed up (if not yet) before the first batch;
+    batches then also hold ``log_w_flow``.
     Seeds torch's RNG with ``seed`` inside a fork, so the caller's RNG state is untouched."""
     if n < 1 or batch_size < 1:
         raise BoltzflowError(f"the number of samples and the batch size must be >= 1, got {n} and {batch_size}")
     device = next(run.flow.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
+        if correction is not None and correction.ais is None:
+            correction.warm_up(run)
+        weights = ("log_q", "u", "log_w") if correction is None else ("log_q", "u", "log_w", "log_w_flow")
         for start in range(0, n, batch_size):
-            draw = run.draw(min(batch_size, n - start))
+            draw = run.draw(min(batch_size, n - start), correction=correction)
             cvs = run.system.collective_variables(draw["xyz"])
             states = {name: state.contains(cvs) for name, state in run.system.states.items()}
             batch = {"positions": draw["xyz"], "z": draw["z"], "right_handed": draw["right_handed"],
-                     **{key: draw[key].double() for key in ("log_q", "u", "log_w")}}
+                     **{key: draw[key].double() for key in weights}}
             batch = {key: value.cpu().numpy() for key, value in batch.items()}
             batch["cvs"] = {name: value.double().cpu().numpy() for name, value in cvs.items()}
             batch["states"] = {name: value.cpu().numpy() for name, value in states.items()}
@@ -166,9 +187,12 @@ def _write_resampled(f: h5py.File, k: int, seed: int, block: int) -> None:
 
 def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, seed: int = 0, resample: int = 0,
                   model: Union[str, Path, None] = None, run_dir: Union[str, Path, None] = None,
-                  progress: Optional[Callable[[int, int], None]] = None) -> Path:
+                  progress: Optional[Callable[[int, int], None]] = None, correction=None) -> Path:
     """Draw ``n`` samples from ``run`` (a ``boltzflow.training.run.Run``) in batches of
     ``batch_size`` and write them to ``path`` (layout in the module docstring).
+
+    ``correction``: an ``AISCorrection`` (``boltzflow.training.correction``) applied to every
+    batch; its settings, frozen step sizes, acceptance and costs go into the attributes.
 
     ``resample``: also write that many unweighted conformations under ``resampled/``.
     ``model``: the model file the run was loaded from (its SHA-256 goes into the attributes;
@@ -190,10 +214,13 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
              "run": str(Path(run_dir).resolve()) if run_dir is not None else "", "objective": run.config["objective"],
              "model_file": str(Path(model).resolve()) if model is not None else "",
              "model_sha256": sha256(model) if model is not None else "", "boltzflow_version": boltzflow.__version__}
+    if correction is not None:
+        correction.check_run(run.config)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(attrs)
         datasets, done = None, 0
-        for batch in sample_batches(run, n, batch_size, seed):
+        started = time.perf_counter()
+        for batch in sample_batches(run, n, batch_size, seed, correction):
             if datasets is None:
                 datasets = _writers(f, batch, n)
             size = len(batch["u"])
@@ -203,7 +230,12 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
             done += size
             if progress is not None:
                 progress(done, n)
+        # production wall time: drawing and writing, without the AIS warm-up
+        f.attrs["sampling_seconds"] = time.perf_counter() - started - (correction.warmup_seconds if correction else 0.0)
         f.attrs["log_w_logsumexp"] = _normalize_log_weights(f["log_w"], 1 << 20)
+        if correction is not None:
+            f.attrs["log_w_flow_logsumexp"] = _normalize_log_weights(f["log_w_flow"], 1 << 20)
+            f.attrs.update(correction.attributes())
         if resample:
             _write_resampled(f, resample, seed, max(1, (1 << 26) // max(1, f["positions"][0].nbytes)))
     return path
@@ -235,6 +267,8 @@ def read_samples(path: Union[str, Path], positions: bool = True) -> Samples:
     attrs = read_attributes(path)
     with h5py.File(path, "r") as f:
         scalars = {key: f[key][()] for key in SCALARS}
+        if "log_w_flow" in f:
+            scalars["log_w_flow"] = f["log_w_flow"][()]
         groups = {group: {name: f[group][name][()] for name in f.get(group, {})} for group in ("cvs", "states")}
         large = {}
         if positions:

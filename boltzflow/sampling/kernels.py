@@ -41,7 +41,14 @@ log h ← log h + γ (ᾱ − α*), with ᾱ the batch mean of the acceptance pr
 min(1, MH ratio), γ = ``adapt_rate`` and α* = ``target_acceptance`` (defaults: 0.234 for
 RWM, Roberts, Gelman & Gilks 1997; 0.574 for MALA, Roberts & Rosenthal 1998; 0.65 for HMC,
 Beskos et al. 2013). It rescales per-dimension step sizes together. Set ``kernel.adapt =
-False`` to freeze the step size (after burn-in, for exact sampling).
+False`` to freeze the step size (after burn-in, for exact sampling). ``precondition(scale)``
+sets per-dimension step sizes from a length scale per coordinate (e.g. the spread of a
+flow's samples): RWM and HMC steps are lengths (∝ scale), MALA's τ is a time (∝ scale²),
+``step_size_power`` of the kernel.
+
+Cost: ``evaluations_per_step`` target evaluations per move (RWM and MALA 1, HMC
+``n_leapfrog``), with the gradient for MALA and HMC (``uses_grad``), plus one with the
+gradient at the start when the caller passes no ``log_p``/``grad``.
 
 ``differentiable=True`` keeps the graph through the moves for training stochastic flows by
 reverse KL: proposals are reparameterised by their noise (gradients of the target are
@@ -113,6 +120,7 @@ class Kernel(nn.Module):
 
     target_acceptance_default: float = 0.5
     uses_grad: bool = True
+    step_size_power: int = 1  # the step size scales as length ** step_size_power
 
     def __init__(
         self,
@@ -144,11 +152,29 @@ class Kernel(nn.Module):
         """The current step size: a scalar or [dim] tensor."""
         return self.log_step_size.exp()
 
-    def update_step_size(self, acceptance: Union[float, Tensor]) -> None:
-        """One Robbins–Monro step: log h += adapt_rate · (acceptance − target_acceptance)."""
+    @property
+    def evaluations_per_step(self) -> int:
+        """Target evaluations of one move (each with its gradient when ``uses_grad``)."""
+        return 1
+
+    def update_step_size(self, acceptance: Union[float, Tensor], rate: Optional[float] = None) -> None:
+        """One Robbins–Monro step: log h += rate · (acceptance − target_acceptance); rate
+        defaults to ``adapt_rate``."""
         acceptance = torch.as_tensor(acceptance).to(self.log_step_size)
-        self.log_step_size.add_(self.adapt_rate * (acceptance - self.target_acceptance))
+        rate = self.adapt_rate if rate is None else float(rate)
+        self.log_step_size.add_(rate * (acceptance - self.target_acceptance))
         self.log_step_size.clamp_(*_LOG_STEP_RANGE)
+
+    def precondition(self, scale: Tensor) -> None:
+        """Per-dimension step sizes h·scale^power, with h the current (mean log) step size:
+        the step size becomes relative to ``scale`` [dim], a length per coordinate."""
+        scale = torch.as_tensor(scale).to(self.log_step_size)
+        if scale.dim() != 1 or not (torch.isfinite(scale) & (scale > 0)).all():
+            raise ValueError(f"scale must be a [dim] tensor of positive lengths, got {scale!r}")
+        if self.space.dim is not None and len(scale) != self.space.dim:
+            raise ValueError(f"scale must have shape [{self.space.dim}], got {list(scale.shape)}")
+        log_h = self.log_step_size.mean() + self.step_size_power * scale.log()
+        self.log_step_size = log_h.clamp(*_LOG_STEP_RANGE)
 
     def forward(
         self, x: Tensor, log_p_fn: LogDensity, log_p: Optional[Tensor] = None, grad: Optional[Tensor] = None
@@ -242,6 +268,7 @@ class MALA(Kernel):
     """
 
     target_acceptance_default = 0.574
+    step_size_power = 2  # τ is a time: a move spreads by √(2τ)
 
     def __init__(self, step_size: StepSize, domains: Optional[Sequence[Domain]] = None, *,
                  metropolis: bool = True, adapt: bool = True, **kwargs):
@@ -301,6 +328,10 @@ class HMC(Kernel):
             raise ValueError(
                 f"mass must be a float or have shape [{self.space.dim}], got {list(m.shape)}")
         self.register_buffer("mass", m)
+
+    @property
+    def evaluations_per_step(self) -> int:
+        return self.n_leapfrog
 
     def _move(self, x, log_p_fn, log_p, grad):
         eps, mass = self.step_size.to(x), self.mass.to(x)

@@ -38,6 +38,7 @@ from ..systems import System, load_system
 from . import distributed
 from .annealing import TemperatureAnnealing, temperature_ladder
 from .config import resolve_config, with_legacy
+from .correction import AISCorrection
 from .fab import FAB
 from .objectives import forward_kl, reverse_kl
 from .snf import StochasticFlow, snf_forward_kl, snf_reverse_kl
@@ -79,10 +80,16 @@ class Run:
     def coordinates(self):
         return self.target.coordinates
 
-    def draw(self, n: int) -> dict[str, Tensor]:
+    def draw(self, n: int, correction: Optional["AISCorrection"] = None) -> dict[str, Tensor]:
         """``n`` samples without gradients: z, xyz, u (kT at the target temperature), log|det J|,
         right_handed, log_p (target, unnormalised), log_w (importance log-weights) and,
-        for plain flows, log_q (for SNFs log_q is log p − log w, the path's effective density)."""
+        for plain flows, log_q (for SNFs log_q is log p − log w, the path's effective density).
+
+        ``correction``: take the flow samples through annealed importance sampling to the
+        target (``correction.AISCorrection``); log_w is then the AIS weight and log_w_flow
+        the flow-only weight of each chain's starting sample."""
+        if correction is not None:
+            return correction.draw(self, n)
         with torch.no_grad():
             if self.snf is None:
                 z, log_q = self.flow.sample_and_log_prob(n)

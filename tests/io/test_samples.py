@@ -17,6 +17,7 @@ import torch
 import boltzflow
 from boltzflow.errors import BoltzflowError
 from boltzflow.io import read_attributes, read_samples, write_samples
+from boltzflow.training.correction import AISCorrection
 
 from .runs import one_thread, run, run_dir  # noqa: F401
 
@@ -111,11 +112,34 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(run, tmp_path
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
 
 
+def test_an_ais_corrected_file_keeps_the_flow_weights_and_the_frozen_step_sizes(run, run_dir, tmp_path):
+    correction = AISCorrection(levels=2, leapfrog=2, warmup=2, warmup_size=8)  # + 8 gradients to precondition
+    before = torch.get_rng_state()
+    correction.warm_up(run)
+    frozen = correction.ais.step_sizes.clone()
+    path = write_samples(run, tmp_path / "ais.h5", 70, 32, seed=5, run_dir=run_dir, correction=correction)
+    assert torch.equal(correction.ais.step_sizes, frozen)  # production does not adapt
+    samples = read_samples(path)
+    assert np.array_equal(samples.attrs["ais_step_sizes"], frozen.double().numpy())
+    assert samples.log_w_flow.shape == (70,) and samples.log_w_flow.dtype == np.float64
+    for log_w in (samples.log_w, samples.log_w_flow):
+        assert math.fsum(np.exp(log_w)) == pytest.approx(1.0, abs=1e-12)
+    assert samples.attrs["ais_levels"] == 2 and samples.attrs["ais_warmup_evaluations"] == 2 * 8 * (2 * (1 + 2) + 1) + 8
+    assert samples.attrs["sampling_seconds"] > 0 and samples.attrs["ais_precondition"] == "curvature"
+    # the file's z are the chains' end points: the stored log q and u belong to them
+    with torch.no_grad():
+        z = torch.from_numpy(samples.z)
+        assert np.allclose(run.flow.log_prob(z).double().numpy(), samples.log_q, rtol=1e-4, atol=1e-3)
+    torch.set_rng_state(before)
+
+
+@pytest.mark.parametrize("ais", [[], ["--ais", "2", "--ais-warmup", "1", "--ais-warmup-size", "4"]],
+                         ids=["flow", "ais"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_a_killed_sample_command_leaves_no_file_under_the_final_name(run_dir, tmp_path, signum):
+def test_a_killed_sample_command_leaves_no_file_under_the_final_name(run_dir, tmp_path, signum, ais):
     out = tmp_path / "samples.h5"
     process = subprocess.Popen([sys.executable, "-m", "boltzflow.cli.app", "sample", str(run_dir), "-n", "100000000",
-                                "--batch-size", "64", "--out", str(out)],
+                                "--batch-size", "64", "--out", str(out), *ais],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
