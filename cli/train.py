@@ -13,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+AIS_HINT_BELOW = 0.5  # an ESS under this gets the `boltzflow sample --ais` command that improves it
+
+
 def _default_out(system: str, objective: str, seed: int) -> Path:
     path = Path(system)
     name = path.parent.name if path.suffix == ".toml" else path.name
@@ -123,3 +126,6 @@ def _answer(out: Path, settings: dict, console: Console) -> None:
         console.print(f"plot: {path}")
     console.print(f"ESS {100 * report.ess:.1f}% (k̂ {report.psis.khat:.2f}, {report.psis.verdict}); "
                   f"every number: {out / 'report.json'}")
+    if report.ess < AIS_HINT_BELOW:
+        console.print(f"to correct the weights by annealed importance sampling (64 gradient evaluations per "
+                      f"sample): boltzflow sample {out} -n 100000 --ais 16 --ais-leapfrog 3", soft_wrap=True)

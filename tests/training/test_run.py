@@ -185,3 +185,5 @@ def test_progress_without_a_terminal_is_plain_log_lines(tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("step ")]
     assert lines[0].startswith("step 2/4") and lines[-1].startswith("step 4/4")
     assert "ESS" in lines[-1] and "of 32" in lines[-1] and "evals 64" in lines[-1]
+    # four steps leave the ESS low: the answer names the correction that improves it
+    assert f"boltzflow sample {tmp_path / 'run'} -n 100000 --ais 16" in result.output
