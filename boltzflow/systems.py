@@ -170,7 +170,9 @@ def _bad(path: Path, text: str, key: str, message: str) -> SystemFileError:
     return SystemFileError(f"{path}{at}: key '{key}' {message}")
 
 
-def _resolve(name_or_path: Union[str, Path]) -> Path:
+def system_file(name_or_path: Union[str, Path]) -> Path:
+    """The system.toml of a shipped system's name, a folder or a TOML path; a one-line
+    ``BoltzflowError`` naming the known systems otherwise (nothing is loaded)."""
     known = available_systems()
     if str(name_or_path) in known:
         return known[str(name_or_path)] / "system.toml"
@@ -189,7 +191,7 @@ def load_system(name_or_path: Union[str, Path]) -> System:
     import mdtraj
     import openmm.app as app
 
-    path = _resolve(name_or_path)
+    path = system_file(name_or_path)
     text = path.read_text()
     try:
         spec = tomllib.loads(text)

@@ -64,12 +64,14 @@ def train(
     """
     from boltzflow.training.config import resolve_config
     from boltzflow.training.distributed import environment
-    from boltzflow.training.run import EARLY_STOP_EXIT_CODE
+    from boltzflow.training.run import EARLY_STOP_EXIT_CODE, device_of
     from boltzflow.training.run import train as train_run
 
     options = {"objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "device": device,
                "seed": seed, "time_limit": time_limit}
     settings = resolve_config(system, preset, config, options, assignments)
+    if environment() is None:  # under torchrun / srun each process is given its own device later
+        device_of(settings["device"])
     out = out or _default_out(system, settings["objective"], settings["seed"])
     launch = environment()
     console = Console(quiet=launch is not None and launch.rank != 0)  # one process prints

@@ -27,7 +27,9 @@ from typing import Any, Optional, Sequence, Union
 from ..errors import BoltzflowError
 from ..io import read_toml
 from ..io.toml import tomllib
+from ..systems import system_file
 from .annealing import REFITS
+from .trainer import parse_duration
 
 OBJECTIVES = ("rkl", "ml", "snf", "fab")
 KERNELS = ("metropolis", "mala", "hmc")
@@ -185,6 +187,9 @@ def _validate(config: dict) -> None:
 
     if not config["system"]:
         raise BoltzflowError("no system given: name one, e.g. boltzflow train alanine-dipeptide")
+    system_file(config["system"])
+    if config["time_limit"]:
+        parse_duration(config["time_limit"])
     if config["objective"] not in OBJECTIVES:
         raise bad("objective", " | ".join(OBJECTIVES))
     if config["objective"] == "ml" and not config["data"]:

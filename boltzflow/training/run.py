@@ -49,7 +49,8 @@ KERNEL_CLASSES = {"metropolis": Metropolis, "mala": MALA, "hmc": HMC}
 EARLY_STOP_EXIT_CODE = 75  # EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
 
 
-def _device(name: str) -> torch.device:
+def device_of(name: str) -> torch.device:
+    """The torch device named ``name``; a one-line error when it is unknown or not available here."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -134,7 +135,7 @@ def _kernel(name: str, step_size: float, domains, **options):
 
 def build_run(config: dict) -> Run:
     """The system, coordinates, flow, target (and SNF) of a resolved configuration, on its device."""
-    device, dtype = _device(config["device"]), getattr(torch, config["dtype"])
+    device, dtype = device_of(config["device"]), getattr(torch, config["dtype"])
     system = load_system(config["system"])
     energy_options = config["energy"]
     if energy_options["backend"] == "openmm":
@@ -316,7 +317,7 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     path = model_file(run_dir)
     if not path.is_file():
         raise BoltzflowError(f"{run_dir} holds no trained model yet (no model.pt or checkpoints/last.pt)")
-    state = torch.load(path, map_location=_device(config["device"]), weights_only=True)
+    state = torch.load(path, map_location=device_of(config["device"]), weights_only=True)
     if path.name == "last.pt":
         state = state["model"]
     run.model.load_state_dict(state)

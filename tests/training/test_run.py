@@ -187,3 +187,17 @@ def test_progress_without_a_terminal_is_plain_log_lines(tmp_path):
     assert "ESS" in lines[-1] and "of 32" in lines[-1] and "evals 64" in lines[-1]
     # four steps leave the ESS low: the answer names the correction that improves it
     assert f"boltzflow sample {tmp_path / 'run'} -n 100000 --ais 16" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["alanine-dipeptid"], "unknown system 'alanine-dipeptid'"),
+    (["alanine-dipeptide", "--time-limit", "3 hours"], "cannot read the duration"),
+    (["alanine-dipeptide", "--device", "cuda"], "CUDA is not available"),
+])
+def test_bad_input_fails_before_anything_is_announced_or_written(tmp_path, args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", *args, "--steps", "1", "--out", str(out)])
+    assert result.exit_code != 0 and message in str(result.exception)
+    assert "training" not in result.output and not out.exists()
