@@ -24,6 +24,9 @@ def md(
     out: Path = typer.Option(Path("md.h5"), help="Trajectory file (mdtraj HDF5); must not exist yet."),
     platform: str = typer.Option("CPU", help="OpenMM platform: CPU, CUDA, OpenCL or Reference."),
     seed: int = typer.Option(0, help="Random seed of the velocities and the Langevin noise."),
+    threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for PyTorch and OpenMM. Default: OMP_NUM_THREADS, "
+                                                      "SLURM_CPUS_PER_TASK, else the CPUs this process may use; "
+                                                      "1 on a node shared with other jobs."),
     report_interval: int = typer.Option(1000, min=1, help="Steps (fs) between saved frames."),
 ) -> None:
     """Run reference Langevin MD and save the trajectory; rerun the same command to resume.
@@ -36,6 +39,9 @@ def md(
     """
     from boltzflow.reference import run_md
     from boltzflow.systems import load_system
+    from boltzflow.threads import use_threads
+
+    use_threads(threads)
 
     loaded = load_system(system)
     with _progress_bar() as bar:
@@ -60,8 +66,9 @@ def umbrella(
     out: Path = typer.Option(Path("umbrella"), help="Output folder; rerun with the same settings to resume, or "
                                                     "with more --repeats to add repeats."),
     platform: str = typer.Option("CPU", help="OpenMM platform: CPU, CUDA, OpenCL or Reference."),
-    threads: Optional[int] = typer.Option(None, help="OpenMM CPU threads (default: OpenMM's choice, or "
-                                                     "OPENMM_CPU_THREADS)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for OpenMM (and PyTorch). Default: "
+                                                     "OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs "
+                                                     "this process may use."),
     force_constant: Optional[float] = typer.Option(
         None, help="Restraint force constant on each CV (kJ/mol/rad²); default: restraint width half the window "
                    "spacing."),
@@ -88,6 +95,7 @@ def umbrella(
     from boltzflow.reference import run_umbrella
     from boltzflow.reference.umbrella import parse_cvs
     from boltzflow.systems import load_system
+    from boltzflow.threads import use_threads
 
     import_pymbar()  # fail before simulating when pymbar is missing
     if threads is not None and (threads < 1 or platform != "CPU"):
@@ -95,7 +103,8 @@ def umbrella(
     loaded = load_system(system)
     cvs = parse_cvs(loaded, cv)
     grid = f"{windows}×{windows} windows" if len(cvs) == 2 else f"{windows} windows"
-    properties = {"Threads": str(threads)} if threads is not None else None
+    count = use_threads(threads)
+    properties = {"Threads": str(count)} if platform == "CPU" else None
     with _progress_bar() as bar:
         task = bar.add_task(f"umbrella sampling of {loaded.name} along {','.join(cvs)}", total=None)
         result = run_umbrella(loaded, cv=cvs, windows=windows, ps=ps, out=out, force_constant=force_constant,

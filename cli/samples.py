@@ -46,6 +46,9 @@ def sample(
     batch_size: int = typer.Option(8192, min=1, help="Samples per batch (bounds memory)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: the run's."),
     seed: int = typer.Option(0, help="Random seed of the draws and of the resampling."),
+    threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for PyTorch and OpenMM. Default: OMP_NUM_THREADS, "
+                                                      "SLURM_CPUS_PER_TASK, else the CPUs this process may use; "
+                                                      "1 on a node shared with other jobs."),
     resample: int = typer.Option(0, min=0, help="Also store K unweighted, Boltzmann-distributed conformations."),
     ais: int = typer.Option(0, "--ais", help="Correct each flow sample by annealed importance sampling through K "
                                              "intermediate distributions (0: off)."),
@@ -85,8 +88,11 @@ def sample(
 
     from boltzflow.analysis import kish_ess
     from boltzflow.io import read_samples, read_toml, write_samples
+    from boltzflow.threads import use_threads
     from boltzflow.training.correction import AISCorrection
     from boltzflow.training.run import load_run
+
+    use_threads(threads)
 
     # the AIS options are checked before any work (bad values: one error line, exit 2)
     correction = AISCorrection(ais, ais_kernel, ais_leapfrog, ais_steps, ais_step_size, ais_spacing, ais_warmup,
@@ -204,6 +210,9 @@ def free_energy(
     batch_size: int = typer.Option(8192, min=1, help="Samples per batch when drawing."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: the run's."),
     seed: int = typer.Option(0, help="Random seed of the draws and of the bootstrap."),
+    threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for PyTorch and OpenMM. Default: OMP_NUM_THREADS, "
+                                                      "SLURM_CPUS_PER_TASK, else the CPUs this process may use; "
+                                                      "1 on a node shared with other jobs."),
     keep_mirror: bool = typer.Option(False, "--keep-mirror", help="Keep mirror images (wrong chirality) in the "
                                                                   "estimates instead of giving them weight 0."),
 ) -> None:
@@ -222,7 +231,10 @@ def free_energy(
     """
     from boltzflow.analysis.report import free_energy_report, load_reference, report_plots, samples_for
     from boltzflow.io import atomic_path
+    from boltzflow.threads import use_threads
     from boltzflow.training.run import load_run
+
+    use_threads(threads)
 
     quiet = json_out == "-"
     with _progress_bar("sampling", err_console if quiet else console) as bar:

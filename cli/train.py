@@ -44,6 +44,9 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Run directory. Default: runs/SYSTEM-OBJECTIVE-seedS."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: cpu."),
     seed: Optional[int] = typer.Option(None, help="Random seed. Default: 0."),
+    threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for PyTorch and OpenMM. Default: "
+                                                            "OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs this "
+                                                            "process may use; 1 on a node shared with other jobs."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (starts it if none)."),
     time_limit: Optional[str] = typer.Option(None, help="Stop cleanly with a checkpoint before this wall time, e.g. 3h50m."),
     assignments: list[str] = typer.Option([], "--set", help="Any setting as KEY=VALUE, e.g. --set fab.n_intermediate=8."),
@@ -62,16 +65,18 @@ def train(
       boltzflow train alanine-dipeptide --set anneal.start=1200 --time-limit 3h50m --resume --out runs/ta
       torchrun --nproc-per-node 2 -m boltzflow.cli.app train alanine-dipeptide --batch-size 512
     """
+    from boltzflow.threads import use_threads
     from boltzflow.training.config import resolve_config
     from boltzflow.training.distributed import environment
     from boltzflow.training.run import EARLY_STOP_EXIT_CODE, device_of
     from boltzflow.training.run import train as train_run
 
     options = {"objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "device": device,
-               "seed": seed, "time_limit": time_limit}
+               "seed": seed, "time_limit": time_limit, "threads": threads}
     settings = resolve_config(system, preset, config, options, assignments)
     if environment() is None:  # under torchrun / srun each process is given its own device later
         device_of(settings["device"])
+    use_threads(settings["threads"])
     out = out or _default_out(system, settings["objective"], settings["seed"])
     launch = environment()
     console = Console(quiet=launch is not None and launch.rank != 0)  # one process prints

@@ -36,7 +36,7 @@ KERNELS = ("metropolis", "mala", "hmc")
 BASES = ("thermal", "uniform")
 # settings added after runs were first written, with the value such older runs used
 LEGACY: dict[str, Any] = {"model": {"base": "uniform"}, "rkl": {"forward_weight": 0.0, "forward_samples": 32},
-                          "anneal": {"refit": "ml"}}
+                          "anneal": {"refit": "ml"}, "threads": 0}
 
 # preset sections that apply to some objectives only; with another objective they are left out
 SCOPED: dict[str, tuple[str, ...]] = {"anneal": ("rkl",)}
@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "clip_grad_norm": 100.0,
     "seed": 0,
     "device": "cpu",              # cpu | cuda | cuda:N
+    "threads": 0,                 # CPU threads (torch, OpenMM); 0: automatic (boltzflow.threads)
     "dtype": "float32",           # float32 | float64
     "temperature": 0.0,           # K; 0: the system's
     "time_limit": "",             # e.g. "3h50m"; "": none
@@ -195,6 +196,8 @@ def _validate(config: dict) -> None:
     if config["objective"] == "ml" and not config["data"]:
         raise BoltzflowError("objective 'ml' needs data: --set data=md.h5 (from boltzflow md, or any "
                              "trajectory mdtraj reads)")
+    if config["threads"] < 0:
+        raise bad("threads", "a number of CPU threads (0: automatic)")
     for key in ("steps", "batch_size", "shards", "eval_batch_size", "final_samples", "log_every", "checkpoint_every"):
         if config[key] < 1:
             raise bad(key, "a positive integer")

@@ -251,9 +251,9 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
         saved = with_legacy(read_toml(out / "config.toml"))
         if saved != config:
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            if set(changed) - {"steps", "time_limit", "shards"}:
+            if set(changed) - {"steps", "time_limit", "shards", "threads"}:
                 raise BoltzflowError(f"cannot resume {out}: its config.toml differs in {', '.join(changed)}; "
-                                     "only steps, time_limit and shards may change on --resume")
+                                     "only steps, time_limit, shards and threads may change on --resume")
     elif checkpoint.is_file():
         raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     distributed.barrier()  # every process has read out/ before rank 0 writes

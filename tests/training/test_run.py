@@ -201,3 +201,19 @@ def test_bad_input_fails_before_anything_is_announced_or_written(tmp_path, args,
     result = CliRunner().invoke(app, ["train", *args, "--steps", "1", "--out", str(out)])
     assert result.exit_code != 0 and message in str(result.exception)
     assert "training" not in result.output and not out.exists()
+
+
+def test_threads_are_a_setting_that_may_change_on_resume(tmp_path):
+    out = str(tmp_path / "run")
+    common = ["train", "alanine-dipeptide", "--batch-size", "16", "--out", out, "--set", "final_samples=64",
+              "--set", "eval_batch_size=32"]
+    before = torch.get_num_threads()
+    try:
+        first = CliRunner().invoke(app, [*common, "--steps", "2", "--threads", "1"])
+        assert first.exit_code == 0, first.output
+        assert read_toml(tmp_path / "run" / "config.toml")["threads"] == 1 and torch.get_num_threads() == 1
+        again = CliRunner().invoke(app, [*common, "--steps", "3", "--threads", "2", "--resume"])
+        assert again.exit_code == 0, again.output
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["step"] == 3
+    finally:
+        torch.set_num_threads(before)
