@@ -56,8 +56,19 @@ def plot_ramachandran(surfaces: Mapping[str, Surface], path: Union[str, Path], m
     return _save(figure, path)
 
 
-def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = "φ") -> Path:
-    """PMF curves with their confidence bands, one line per profile. Returns ``path``."""
+def pmf_axis_top(profiles: Mapping[str, Profile], max_free_energy: float) -> float:
+    """Upper end (kT) of the PMF plot's axis: the highest finite free energy, plus a margin,
+    but no more than ``max_free_energy``: a bin that a single low-weight sample reached
+    (100 kT and more) would otherwise squash the real curve into the bottom of the plot."""
+    finite = [float(np.nanmax(f)) for f in (_finite_or_nan(p.free_energy) for p in profiles.values())
+              if np.isfinite(f).any()]
+    return min(max(finite, default=1.0) + 0.5, max_free_energy)
+
+
+def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = "φ",
+             max_free_energy: float = 20.0) -> Path:
+    """PMF curves with their confidence bands, one line per profile, up to ``max_free_energy``
+    kT (bins above it lie off the plot, as the title says). Returns ``path``."""
     figure = _figure(figsize=(6, 4), constrained_layout=True)
     ax = figure.subplots()
     for label, profile in profiles.items():
@@ -66,7 +77,12 @@ def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = 
         (line,) = ax.plot(x, f, marker=".", markersize=3, label=label)
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
     level = next(iter(profiles.values())).level if profiles else 0.95
+    top = pmf_axis_top(profiles, max_free_energy)
+    clipped = any(np.nanmax(_finite_or_nan(p.free_energy), initial=-np.inf) > top for p in profiles.values())
     ax.set(xlabel=f"{cv} (°)", ylabel="free energy (kT)", xlim=(-180, 180), xticks=range(-180, 181, 60),
-           title=f"PMF along {cv} (bands: {level:.0%} confidence)")
+           ylim=(min(0.0, *(float(np.nanmin(_finite_or_nan(p.low), initial=0.0)) for p in profiles.values())) - 0.5,
+                 top),
+           title=f"PMF along {cv} (bands: {level:.0%} confidence)" + (f"; bins above {top:g} kT not shown"
+                                                                    if clipped else ""))
     ax.legend()
     return _save(figure, path)

@@ -5,7 +5,7 @@ import math
 import torch
 
 from boltzflow.analysis import pmf, ramachandran
-from boltzflow.analysis.plots import plot_pmf, plot_ramachandran
+from boltzflow.analysis.plots import plot_pmf, plot_ramachandran, pmf_axis_top
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -24,3 +24,17 @@ def test_ramachandran_and_pmf_plots_are_pngs(tmp_path):
     path = plot_pmf(profiles, tmp_path / "pmf.png", cv="phi")
     assert path.read_bytes().startswith(PNG)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["figures", "pmf.png", "rama.png"]  # no temporary files
+
+
+def test_pmf_axis_is_not_stretched_by_a_bin_one_sample_reached():
+    """A 140 kT bin (one low-weight sample) must not squash a 0-12 kT curve (issue 15)."""
+    phi = torch.linspace(-3.0, 3.0, 20_000, dtype=torch.float64)
+    log_w = -12 * (phi / 3) ** 2          # the curve spans 0-12 kT
+    log_w[-1] = -140.0                   # one sample alone in its bin, at 140 kT
+    phi[-1] = 3.1
+    profile = pmf(phi, log_w, n_boot=10)
+    f = profile.free_energy
+    assert f[torch.isfinite(f)].max() > 100
+    assert pmf_axis_top({"flow": profile}, 20.0) == 20.0
+    smooth = pmf(phi[:-1], log_w[:-1], n_boot=10)
+    assert 12.0 < pmf_axis_top({"flow": smooth}, 20.0) < 13.5
