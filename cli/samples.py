@@ -146,9 +146,13 @@ def export(
       boltzflow export runs/ala/samples.h5 --resampled --out boltzmann.xtc
     """
     from boltzflow.io import export_samples
+    from boltzflow.io.export import WITHOUT_TOPOLOGY, topology_file
 
     path = export_samples(samples, out, format, resampled)
     console.print(f"wrote {path}")
+    if path.suffix.lstrip(".") in WITHOUT_TOPOLOGY:
+        console.print(f"its topology: {topology_file(path)} (e.g. mdtraj.load('{path}', top='{topology_file(path)}'))",
+                      soft_wrap=True)
 
 
 def _estimate(e) -> str:

@@ -21,6 +21,14 @@ from .atomic import atomic_path
 from .samples import read_attributes
 
 FORMATS = ("dcd", "xtc", "pdb", "h5")
+WITHOUT_TOPOLOGY = ("dcd", "xtc")  # formats that hold coordinates only
+
+
+def topology_file(trajectory: Union[str, Path]) -> Path:
+    """The PDB written beside a dcd or xtc trajectory (its first frame), to load it with:
+    ``runs/ala/samples.xtc`` → ``runs/ala/samples.topology.pdb``."""
+    trajectory = Path(trajectory)
+    return trajectory.with_name(f"{trajectory.stem}.topology.pdb")
 
 
 def _format(out: Optional[Path], format: Optional[str]) -> str:
@@ -53,8 +61,9 @@ def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None
 
     ``format``: dcd, xtc, pdb or h5; default from the suffix of ``out``. ``out`` defaults
     to the samples file with the format's suffix: ``samples.dcd``, ``samples.trajectory.h5``,
-    with ``.resampled`` before the suffix for resampled conformations. Written atomically;
-    returns the path.
+    with ``.resampled`` before the suffix for resampled conformations. dcd and xtc hold no
+    topology: a PDB of the first frame is written beside them (``topology_file``). Written
+    atomically; returns the trajectory's path.
     """
     import mdtraj
 
@@ -83,4 +92,7 @@ def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None
         else:
             trajectory = mdtraj.Trajectory(xyz, system.topology, time=time)
             {"dcd": trajectory.save_dcd, "xtc": trajectory.save_xtc, "pdb": trajectory.save_pdb}[format](str(tmp))
+    if format in WITHOUT_TOPOLOGY:
+        with atomic_path(topology_file(out)) as tmp:
+            mdtraj.Trajectory(xyz[:1], system.topology).save_pdb(str(tmp))
     return out

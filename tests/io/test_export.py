@@ -7,6 +7,7 @@ import pytest
 
 from boltzflow.errors import BoltzflowError
 from boltzflow.io import export_samples, read_samples, write_samples
+from boltzflow.io.export import topology_file
 from boltzflow.systems import load_system
 from boltzflow.training.run import load_run
 
@@ -39,7 +40,13 @@ def load(path, system):
 @pytest.mark.parametrize("resampled", [False, True], ids=["weighted", "resampled"])
 def test_exported_trajectory_loads_with_topology_and_coordinates(samples_file, system, tmp_path, format, resampled):
     out = export_samples(samples_file, tmp_path / f"traj.{format}", resampled=resampled)
-    assert out == tmp_path / f"traj.{format}" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    # no temporary file left; coordinates-only formats get their topology beside them
+    beside = ["traj.topology.pdb"] if format in ("dcd", "xtc") else []
+    assert out == tmp_path / f"traj.{format}" and sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *beside])
+    if beside:
+        with_topology = mdtraj.load(str(out), top=str(topology_file(out)))
+        assert [a.name for a in with_topology.topology.atoms] == [a.name for a in system.topology.atoms]
+        assert with_topology.topology.n_bonds == system.topology.n_bonds
     samples = read_samples(samples_file)
     expected = samples.resampled["positions"] if resampled else samples.positions
     trajectory = load(out, system)
