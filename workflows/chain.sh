@@ -28,6 +28,6 @@ sample=$(sbatch --parsable --job-name="$name-sample" --dependency="afterok:$trai
 sample=${sample%%;*}
 analysis=$(sbatch --parsable --job-name="$name-free-energy" --dependency="afterok:$sample" --kill-on-invalid-dep=yes \
     --output="$run/slurm-free-energy.out" --time=00:30:00 --cpus-per-task=2 --mem=4G \
-    --wrap="boltzflow free-energy $run --json > $run/free-energy.json.part && mv $run/free-energy.json.part $run/free-energy.json")
+    --wrap="boltzflow free-energy $run --json $run/free-energy.json")
 analysis=${analysis%%;*}
 echo "$run: train $train -> sample $sample -> free-energy $analysis"

@@ -1,6 +1,7 @@
 """The Slurm templates in workflows/: they parse, share the resumable-job block with the
 generated array scripts, and the chain submits dependent jobs in order."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -60,3 +61,32 @@ def test_chain_explains_its_arguments(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_chain_jobs_run_with_the_real_command(tmp_path, tmp_path_factory, one_torch_thread):
+    """The sample and free-energy jobs the chain submits, run with the real boltzflow on a tiny
+    trained run: both succeed and leave their files (a stub of boltzflow would not notice a
+    wrong option)."""
+    import re
+    import shutil
+
+    from tests.io.runs import tiny_run
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/bash\nprintf "%s\\n" "$*" >> sbatch.log\necho "$((100 + $(wc -l < sbatch.log)));cluster"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SAMPLES": "200"}
+    subprocess.run(["bash", str(WORKFLOWS / "chain.sh"), "ala", "alanine-dipeptide"], cwd=tmp_path, env=env,
+                   check=True, capture_output=True)
+    shutil.rmtree(tmp_path / "runs" / "ala")
+    shutil.copytree(tiny_run(tmp_path_factory), tmp_path / "runs" / "ala")  # as if the training job had run
+    for line in (tmp_path / "sbatch.log").read_text().splitlines()[1:]:
+        command = re.search(r'--wrap=(.*)$', line).group(1)
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert (tmp_path / "runs" / "ala" / "samples.h5").is_file()
+    report = json.loads((tmp_path / "runs" / "ala" / "free-energy.json").read_text())
+    assert report["n"] == 200 and "ess" in report
