@@ -87,7 +87,7 @@ def sample(
     import torch
 
     from boltzflow.analysis import kish_ess
-    from boltzflow.io import read_samples, read_toml, write_samples
+    from boltzflow.io import check_writable, read_samples, read_toml, write_samples
     from boltzflow.threads import use_threads
     from boltzflow.training.correction import AISCorrection
     from boltzflow.training.run import load_run
@@ -101,8 +101,9 @@ def sample(
         correction = None
     elif (run / "config.toml").is_file():
         AISCorrection.check_run(read_toml(run / "config.toml"))
-    loaded = load_run(run, device)
     out = out or run / "samples.h5"
+    check_writable(out, "samples file")
+    loaded = load_run(run, device)
     description = "sampling" if correction is None else f"AIS warm-up ({ais_warmup} batches), then sampling"
     with _progress_bar(description, console) as bar, _sigterm_exits():
         task = bar.add_task("sampling", total=n)
@@ -145,9 +146,11 @@ def export(
       boltzflow export runs/ala/samples.h5 --format dcd
       boltzflow export runs/ala/samples.h5 --resampled --out boltzmann.xtc
     """
-    from boltzflow.io import export_samples
+    from boltzflow.io import check_writable, export_samples
     from boltzflow.io.export import WITHOUT_TOPOLOGY, topology_file
 
+    if out is not None:
+        check_writable(out, "trajectory file")
     path = export_samples(samples, out, format, resampled)
     console.print(f"wrote {path}")
     if path.suffix.lstrip(".") in WITHOUT_TOPOLOGY:
@@ -234,11 +237,15 @@ def free_energy(
       boltzflow free-energy runs/ala -n 200000 --reference umbrella --json -
     """
     from boltzflow.analysis.report import free_energy_report, load_reference, report_plots, samples_for
-    from boltzflow.io import atomic_path
+    from boltzflow.io import atomic_path, check_writable
     from boltzflow.threads import use_threads
     from boltzflow.training.run import load_run
 
     use_threads(threads)
+    if json_out not in (None, "-"):
+        check_writable(json_out, "JSON file")
+    if plots is not None:
+        check_writable(plots, "plots folder", directory=True)
 
     quiet = json_out == "-"
     with _progress_bar("sampling", err_console if quiet else console) as bar:

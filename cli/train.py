@@ -65,10 +65,11 @@ def train(
       boltzflow train alanine-dipeptide --set anneal.start=1200 --time-limit 3h50m --resume --out runs/ta
       torchrun --nproc-per-node 2 -m boltzflow.cli.app train alanine-dipeptide --batch-size 512
     """
+    from boltzflow.io import check_writable
     from boltzflow.threads import use_threads
     from boltzflow.training.config import resolve_config
     from boltzflow.training.distributed import environment
-    from boltzflow.training.run import EARLY_STOP_EXIT_CODE, device_of
+    from boltzflow.training.run import EARLY_STOP_EXIT_CODE, check_run_dir, device_of
     from boltzflow.training.run import train as train_run
 
     options = {"objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "device": device,
@@ -78,6 +79,8 @@ def train(
         device_of(settings["device"])
     use_threads(settings["threads"])
     out = out or _default_out(system, settings["objective"], settings["seed"])
+    check_writable(out, "run directory", directory=True)
+    check_run_dir(out, resume)
     launch = environment()
     console = Console(quiet=launch is not None and launch.rank != 0)  # one process prints
     columns = (TextColumn("[bold]training[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

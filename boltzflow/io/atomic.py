@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
 
+from ..errors import BoltzflowError
+
+
+def check_writable(path: Union[str, Path], what: str = "output file", directory: bool = False) -> Path:
+    """Raise a one-line ``BoltzflowError`` unless ``path`` (a file, or with ``directory`` a
+    folder to write files into) can be written, before any work starts: a file must not be
+    a directory, a folder not a file, and the nearest existing folder must let a file be
+    created (tried with a temporary file, removed at once: run as root, permission bits
+    alone would not tell). Creates nothing that stays."""
+    path = Path(path)
+    if not directory and path.is_dir():
+        raise BoltzflowError(f"cannot write the {what} {path}: it is a directory; name a file")
+    ancestor = path if directory else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BoltzflowError(f"cannot write the {what} {path}: {ancestor} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as error:
+        raise BoltzflowError(f"cannot write the {what} {path}: no file can be created in {ancestor} "
+                             f"({error.strerror})") from None
+    return path
 
 @contextmanager
 def atomic_path(path: Union[str, Path]) -> Iterator[Path]:

@@ -242,9 +242,29 @@ def _shard_sizes(config: dict, processes: int) -> tuple[int, int]:
     return config["batch_size"] // shards, -(-config["anneal"]["samples"] // shards)
 
 
+def check_run_dir(out: Union[str, Path], resume: bool) -> None:
+    """A one-line error unless ``out`` may become (or continue as) a run directory: absent,
+    empty, or a boltzflow run (its config.toml names a system); one with a checkpoint only
+    with ``resume``. A folder of the user's is never written into."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BoltzflowError(f"--out {out} is a file; name a folder for the run")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            is_run = bool(read_toml(out / "config.toml").get("system"))
+        except (BoltzflowError, OSError, UnicodeDecodeError):
+            is_run = False
+        if not is_run:
+            raise BoltzflowError(f"{out} is not empty and is not a boltzflow run directory (no config.toml of a "
+                                 "run); choose another --out")
+    if not resume and (out / "checkpoints" / "last.pt").is_file():
+        raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+
 def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
     """Check ``out`` (every process) and write config.toml (rank 0); returns whether to resume
     from a checkpoint."""
+    check_run_dir(out, resume)
     checkpoint = out / "checkpoints" / "last.pt"
     resuming = resume and checkpoint.is_file()
     if resuming:
@@ -254,8 +274,6 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
             if set(changed) - {"steps", "time_limit", "shards", "threads"}:
                 raise BoltzflowError(f"cannot resume {out}: its config.toml differs in {', '.join(changed)}; "
                                      "only steps, time_limit, shards and threads may change on --resume")
-    elif checkpoint.is_file():
-        raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     distributed.barrier()  # every process has read out/ before rank 0 writes
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)

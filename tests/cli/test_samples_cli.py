@@ -110,3 +110,25 @@ def test_a_user_error_is_one_red_line(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "error: samples file missing.h5 not found" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_unwritable_outputs_are_one_line_errors_before_any_work(run_dir, tmp_path):
+    """A folder that cannot hold files (/proc), a file where a folder should be, a folder
+    where a file should be: each is an error naming the path, before sampling starts."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    cases = [
+        ["sample", str(run_dir), "-n", "10", "--out", "/proc/boltzflow-test/s.h5"],
+        ["sample", str(run_dir), "-n", "10", "--out", str(notes / "s.h5")],
+        ["sample", str(run_dir), "-n", "10", "--out", str(tmp_path)],
+        ["free-energy", str(run_dir), "-n", "10", "--plots", "/proc/boltzflow-test/figs"],
+        ["free-energy", str(run_dir), "-n", "10", "--json", str(notes / "r.json")],
+        ["train", "alanine-dipeptide", "--steps", "1", "--out", "/proc/boltzflow-test"],
+        ["train", "alanine-dipeptide", "--steps", "1", "--out", str(notes / "run")],
+    ]
+    for args in cases:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0, args
+        assert isinstance(result.exception, BoltzflowError) and "cannot write" in str(result.exception), args
+        assert "sampling" not in result.output and "training" not in result.output, args
+    assert notes.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

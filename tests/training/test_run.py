@@ -217,3 +217,18 @@ def test_threads_are_a_setting_that_may_change_on_resume(tmp_path):
         assert json.loads((tmp_path / "run" / "summary.json").read_text())["step"] == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_folder_of_the_users_is_never_written_into(tmp_path):
+    """--out naming a non-empty folder that is not a run is refused before anything happens;
+    a run's own folder (even one stopped before its first checkpoint) is accepted."""
+    mine = tmp_path / "D"
+    mine.mkdir()
+    (mine / "config.toml").write_text("x\n")
+    result = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "2", "--batch-size", "16",
+                                      "--out", str(mine)])
+    assert result.exit_code != 0 and "not a boltzflow run directory" in str(result.exception)
+    assert (mine / "config.toml").read_text() == "x\n" and sorted(p.name for p in mine.iterdir()) == ["config.toml"]
+    run = tmp_path / "run"
+    write_toml(run / "config.toml", tiny())  # as a run killed before its first checkpoint leaves it
+    assert train(tiny(), run)["stopped"] == "done"
