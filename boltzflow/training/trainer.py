@@ -79,6 +79,14 @@ def parse_duration(text: str) -> float:
     raise BoltzflowError(f"cannot read the duration {text!r}; write e.g. 3h50m, 90m, 45s or 1:30:00")
 
 
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; +inf for a blank or torn line (cut on resume)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def stream_seed(seed: int, shard: int) -> int:
     """The seed of shard ``shard``'s random stream in a run seeded ``seed`` (for shards > 0)."""
     digest = hashlib.sha256(f"boltzflow shard {seed} {shard}".encode()).digest()
@@ -267,8 +275,7 @@ class Trainer:
         _set_rng(mine[0]["rng"], device)
         self._streams = [{k: v.cpu() for k, v in shard["rng"].items()} for shard in mine[1:]]
         if self.rank == 0 and self.metrics_path.is_file():
-            kept = [line for line in self.metrics_path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= self.step]
+            kept = [line for line in self.metrics_path.read_text().splitlines() if _logged_step(line) <= self.step]
             with atomic_path(self.metrics_path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
 
@@ -315,7 +322,10 @@ class Trainer:
         wall_time = lambda: earlier + time.monotonic() - start  # noqa: E731  (over all invocations)
         stopped = "done"
         self.model.train()
-        with _stop_on_signals(flag), (open(self.metrics_path, "a") if main else nullcontext()) as metrics:
+        # a run that starts (again) from step 0 starts its metrics afresh: a run killed before its
+        # first checkpoint and started again must not log its steps twice
+        mode = "a" if resume else "w"
+        with _stop_on_signals(flag), (open(self.metrics_path, mode) if main else nullcontext()) as metrics:
             while self.step < self.schedule.steps:
                 t0 = time.monotonic()
                 loss, stats = self._train_step()

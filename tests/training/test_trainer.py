@@ -59,6 +59,27 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, stop):
     assert (tmp_path / "split" / "model.pt").is_file()
 
 
+def test_metrics_are_logged_once_after_a_kill_before_the_first_checkpoint(tmp_path):
+    """Killed at step 3, before the first checkpoint (step 5): starting again logs steps 1…12 once."""
+    with pytest.raises(Crash):
+        make_trainer(tmp_path).run(on_step=crash_at(3))
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+    make_trainer(tmp_path).run()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+
+def test_resume_cuts_a_torn_last_metrics_line(tmp_path):
+    """A kill in the middle of a write leaves half a line; resuming cuts it with the later steps."""
+    with pytest.raises(Crash):
+        make_trainer(tmp_path).run(on_step=crash_at(7))
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 8, "loss": 1.2')
+    assert make_trainer(tmp_path).run(resume=True)["step"] == 12
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(BoltzflowError, match="no checkpoint"):
         make_trainer(tmp_path).run(resume=True)
