@@ -74,7 +74,9 @@ def train(
 
     options = {"objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "device": device,
                "seed": seed, "time_limit": time_limit, "threads": threads}
-    settings = resolve_config(system, preset, config, options, assignments)
+    # --resume continues the run as it was configured: its config.toml, then what is given again
+    saved = out is not None and resume and (out / "config.toml").is_file()
+    settings = resolve_config(system, preset, config, options, assignments, run_dir=out if saved else None)
     if environment() is None:  # under torchrun / srun each process is given its own device later
         device_of(settings["device"])
     use_threads(settings["threads"])
@@ -109,7 +111,8 @@ def train(
         summary = train_run(settings, out, resume=resume, on_step=on_step)
     console.print(_summary_table(summary, out))
     if summary["stopped"] != "done":
-        console.print(f"stopped early ({summary['stopped']}); continue with: boltzflow train {system} --out {out} --resume")
+        console.print(f"stopped early ({summary['stopped']}); continue with: boltzflow train {system} --out {out} --resume",
+                      soft_wrap=True)
         raise typer.Exit(EARLY_STOP_EXIT_CODE)
     if not console.quiet:
         _answer(out, settings, console)

@@ -38,6 +38,8 @@ BASES = ("thermal", "uniform")
 LEGACY: dict[str, Any] = {"model": {"base": "uniform"}, "rkl": {"forward_weight": 0.0, "forward_samples": 32},
                           "anneal": {"refit": "ml"}, "threads": 0}
 
+# settings of one invocation, not of the run: a resumed run does not inherit them
+PER_INVOCATION = ("time_limit", "threads")
 # preset sections that apply to some objectives only; with another objective they are left out
 SCOPED: dict[str, tuple[str, ...]] = {"anneal": ("rkl",)}
 
@@ -149,16 +151,26 @@ def with_legacy(saved: dict) -> dict:
 
 def resolve_config(system: Optional[str] = None, preset: str = "default",
                    config_file: Union[str, Path, None] = None, options: Optional[dict] = None,
-                   assignments: Sequence[str] = ()) -> dict:
-    """The full configuration: defaults < preset < ``config_file`` < ``options`` < ``assignments``.
+                   assignments: Sequence[str] = (), run_dir: Union[str, Path, None] = None) -> dict:
+    """The full configuration: defaults < preset < a run's own ``config.toml`` < ``config_file``
+    < ``options`` < ``assignments``.
 
-    ``options`` are settings given as command-line options (``None`` values are ignored);
-    ``assignments`` are ``--set KEY=VALUE`` strings. Raises ``BoltzflowError`` for unknown
-    keys, wrong types and invalid values.
+    ``run_dir``: a run directory being resumed; its config.toml (older runs' missing settings
+    filled as they were, ``LEGACY``) stands in for everything not given again, except the
+    ``PER_INVOCATION`` settings (a time limit, threads). ``options``
+    are settings given as command-line options (``None`` values are ignored); ``assignments``
+    are ``--set KEY=VALUE`` strings. Raises ``BoltzflowError`` for unknown keys, wrong types
+    and invalid values.
     """
     if preset not in PRESETS:
         raise BoltzflowError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    layers = [(str(config_file), read_toml(config_file))] if config_file is not None else []
+    layers = []
+    if run_dir is not None:
+        saved = Path(run_dir) / "config.toml"
+        settings = {k: v for k, v in with_legacy(read_toml(saved)).items() if k not in PER_INVOCATION}
+        layers.append((str(saved), settings))
+    if config_file is not None:
+        layers.append((str(config_file), read_toml(config_file)))
     layers.append(("command line", {k: v for k, v in (options or {}).items() if v is not None}))
     layers += [(f"--set {text}", parse_assignment(text)) for text in assignments]
 

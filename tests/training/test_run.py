@@ -232,3 +232,19 @@ def test_a_folder_of_the_users_is_never_written_into(tmp_path):
     run = tmp_path / "run"
     write_toml(run / "config.toml", tiny())  # as a run killed before its first checkpoint leaves it
     assert train(tiny(), run)["stopped"] == "done"
+
+
+def test_resume_continues_the_run_as_it_was_configured(tmp_path):
+    """After 'train --steps 6 --batch-size 16 --time-limit 0s' stops early, the printed
+    'continue with' command (no options) resumes a 6-step run of batch 16, not the preset's."""
+    out = tmp_path / "H"
+    first = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "6", "--batch-size", "16",
+                                     "--time-limit", "0s", "--out", str(out), "--set", "checkpoint_every=1",
+                                     "--set", "final_samples=64", "--set", "eval_batch_size=32"])
+    assert first.exit_code == EARLY_STOP_EXIT_CODE, first.output
+    hint = first.output.split("continue with: ", 1)[1].split()
+    assert hint[:2] == ["boltzflow", "train"] and hint[-1] == "--resume"
+    again = CliRunner().invoke(app, hint[1:])
+    assert again.exit_code == 0, again.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["evaluations"] == 6 * 16
