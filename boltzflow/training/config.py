@@ -21,6 +21,7 @@ Adam 5e-4 with cosine decay; FAB: 2.1e8 target evaluations).
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -215,8 +216,13 @@ def _validate(config: dict) -> None:
             raise bad(key, "a positive integer")
     if config["batch_size"] % config["shards"]:
         raise bad("batch_size", f"a multiple of shards = {config['shards']}")
+    for key in ("lr", "lr_min", "clip_grad_norm"):
+        if not math.isfinite(config[key]):
+            raise bad(key, "a finite number")
     if not config["lr"] > 0:
         raise bad("lr", "a positive learning rate")
+    if not config["clip_grad_norm"] > 0:
+        raise bad("clip_grad_norm", "a positive gradient norm")
     if config["model"]["base"] not in BASES:
         raise bad("model.base", " | ".join(BASES))
     if config["dtype"] not in ("float32", "float64"):

@@ -242,6 +242,17 @@ def _shard_sizes(config: dict, processes: int) -> tuple[int, int]:
     return config["batch_size"] // shards, -(-config["anneal"]["samples"] // shards)
 
 
+def _check_trained(model: nn.Module, result: dict) -> None:
+    """A one-line error when training broke the model (a parameter no longer finite) or most of
+    its steps were skipped (non-finite loss or gradient): such a run is not 'done'."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise BoltzflowError("training failed: the model's parameters are no longer finite; "
+                             "lower the learning rate (--lr) and start a new run")
+    if result["step"] and result["skipped"] > result["step"] / 2:
+        raise BoltzflowError(f"training failed: {result['skipped']} of {result['step']} steps were skipped "
+                             "(non-finite loss or gradient); lower the learning rate (--lr) or check the energy")
+
+
 def check_run_dir(out: Union[str, Path], resume: bool) -> None:
     """A one-line error unless ``out`` may become (or continue as) a run directory: absent,
     empty, or a boltzflow run (its config.toml names a system); one with a checkpoint only
@@ -311,6 +322,7 @@ def train(config: dict, out: Union[str, Path], resume: bool = False,
         objectives = [_Objective(run, batch, samples, snf, data) for snf in snfs]
         trainer = Trainer(run.model, objectives, schedule, out, config, evaluate, seed=config["seed"])
         result = trainer.run(resume=resuming, on_step=on_step)
+        _check_trained(run.model, result)
         evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)
         summary = None
         if distributed.rank() == 0:

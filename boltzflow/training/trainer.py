@@ -79,6 +79,22 @@ def parse_duration(text: str) -> float:
     raise BoltzflowError(f"cannot read the duration {text!r}; write e.g. 3h50m, 90m, 45s or 1:30:00")
 
 
+def clip_gradients(parameters, max_norm: float) -> bool:
+    """Scale the gradients so that their total norm is at most ``max_norm``; False (nothing
+    changed) when a gradient is not finite. The norm is taken in float64: a finite float32
+    gradient whose norm overflows float32 is clipped, not skipped."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return True
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]))
+    if not torch.isfinite(norm):
+        return False
+    scale = (max_norm / (norm + 1e-12)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.dtype))
+    return True
+
+
 def _logged_step(line: str) -> float:
     """The step of a metrics.jsonl line; +inf for a blank or torn line (cut on resume)."""
     try:
@@ -299,8 +315,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return math.nan, stats
         distributed.sum_gradients(self.model)
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.schedule.clip_grad_norm)
-        if not torch.isfinite(norm):
+        if not clip_gradients(self.model.parameters(), self.schedule.clip_grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return math.nan, stats
         self.optimizer.step()

@@ -248,3 +248,31 @@ def test_resume_continues_the_run_as_it_was_configured(tmp_path):
     assert again.exit_code == 0, again.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["evaluations"] == 6 * 16
+
+
+def test_learning_rates_that_break_training_are_refused_or_reported(tmp_path):
+    with pytest.raises(BoltzflowError, match="'lr' = inf: expected a finite number"):
+        resolve_config("alanine-dipeptide", assignments=["lr=inf"])
+    # lr 1 without warm-up: the steps that are not finite make the run fail, never 'done'
+    config = tiny("rkl", "lr=1.0", "warmup=0", "anneal.start=0")
+    config["steps"] = 20
+    try:
+        summary = train(config, tmp_path)
+    except BoltzflowError as error:
+        assert "training failed" in str(error)
+    else:  # clipped in float64, every step stayed finite: the model must be too
+        assert summary["skipped"] <= summary["step"] / 2
+        assert all(torch.isfinite(v).all() for v in torch.load(tmp_path / "model.pt", weights_only=True).values())
+
+
+def test_a_broken_model_or_mostly_skipped_steps_fail_the_run():
+    from boltzflow.training.run import _check_trained
+
+    model = torch.nn.Linear(2, 2)
+    _check_trained(model, {"step": 100, "skipped": 50})
+    with pytest.raises(BoltzflowError, match="98 of 100 steps were skipped"):
+        _check_trained(model, {"step": 100, "skipped": 98})
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(BoltzflowError, match="no longer finite"):
+        _check_trained(model, {"step": 100, "skipped": 0})

@@ -119,3 +119,14 @@ def test_forward_kl_excludes_points_outside_the_support():
 @pytest.mark.parametrize("text, seconds", [("3h50m", 13800), ("90m", 5400), ("45s", 45), ("1:30:00", 5400), ("600", 600)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_a_finite_gradient_whose_norm_overflows_float32_is_clipped_not_skipped():
+    from boltzflow.training.trainer import clip_gradients
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([3e38, 3e38, 1.0, 1.0])       # float32 norm: inf
+    assert clip_gradients([p], 100.0)
+    torch.testing.assert_close(p.grad.double().norm(), torch.tensor(100.0, dtype=torch.float64))
+    p.grad = torch.tensor([math.inf, 1.0, 1.0, 1.0])
+    assert not clip_gradients([p], 100.0)
