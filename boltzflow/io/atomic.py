@@ -33,19 +33,42 @@ def check_writable(path: Union[str, Path], what: str = "output file", directory:
                              f"({error.strerror})") from None
     return path
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporary files of ``path`` left by writers that were killed (their process is gone)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``.
 
     If the block raises (or the process dies), ``path`` keeps its previous content (or stays
-    absent) and the temporary file is removed where possible::
+    absent) and the temporary file is removed where possible; one left by a killed writer
+    is removed by the next write of ``path``. The temporary file is created exclusively
+    under an unpredictable name (``.NAME.PID.RANDOM.tmp``), never through a planted link::
 
         with atomic_path("run/model.pt") as tmp:
             torch.save(state, tmp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_stale(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

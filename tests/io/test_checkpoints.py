@@ -1,5 +1,7 @@
 """Atomic files and checkpoints: nothing half-written, RNG streams restored, safe loading."""
 
+import os
+
 import pytest
 import torch
 
@@ -53,3 +55,26 @@ def test_checkpoints_refuse_pickled_code(tmp_path):
     torch.save({"step": 1, "payload": object()}, path)
     with pytest.raises(BoltzflowError, match="cannot read checkpoint"):
         load_checkpoint(path)
+
+
+def test_temporary_files_are_unpredictable_and_a_killed_writers_are_removed(tmp_path):
+    """The temporary name carries the pid and a random part; one left by a process that is
+    gone (a kill between create and rename) is removed by the next write of the same file."""
+    import subprocess
+    import sys
+
+    from boltzflow.io import atomic_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    left = tmp_path / f".model.pt.{dead}.abc123.tmp"
+    left.write_text("half")
+    other = tmp_path / f".model.pt.{os.getpid()}.xyz789.tmp"  # a live writer's: kept
+    other.write_text("busy")
+    names = []
+    for _ in range(2):
+        with atomic_path(tmp_path / "model.pt") as tmp:
+            names.append(tmp.name)
+            tmp.write_text("done")
+    assert names[0] != names[1] and all(n.startswith(f".model.pt.{os.getpid()}.") for n in names)
+    assert not left.exists() and other.exists() and (tmp_path / "model.pt").read_text() == "done"
