@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -33,6 +34,7 @@ from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
 from ..errors import BoltzflowError
 from ..flows import Flow, ProductBase, spline_flow
 from ..io import atomic_path, model_file, read_toml, write_toml
+from ..io.lock import LOCK_NAME, directory_lock
 from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
 from . import distributed
@@ -260,7 +262,7 @@ def check_run_dir(out: Union[str, Path], resume: bool) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BoltzflowError(f"--out {out} is a file; name a folder for the run")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         try:
             is_run = bool(read_toml(out / "config.toml").get("system"))
         except (BoltzflowError, OSError, UnicodeDecodeError):
@@ -302,10 +304,13 @@ def train(config: dict, out: Union[str, Path], resume: bool = False,
     processes (torchrun, srun), each trains its shards, rank 0 writes ``out`` and every
     process returns rank 0's summary."""
     out = Path(out)
-    with distributed.process_group(config["device"]) as device:
+    with distributed.process_group(config["device"]) as device, ExitStack() as held:
         run = build_run(dict(config, device=device))
         config = dict(config, temperature=run.target.temperature)
         batch, samples = _shard_sizes(config, distributed.world_size())
+        check_run_dir(out, resume)
+        if distributed.rank() == 0:  # one writer per run directory, until this returns
+            held.enter_context(directory_lock(out))
         resuming = _prepare_run_dir(out, config, resume)
         schedule = Schedule(steps=config["steps"], lr=config["lr"], lr_min=config["lr_min"],
                             warmup=config["warmup"], clip_grad_norm=config["clip_grad_norm"],

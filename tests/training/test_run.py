@@ -276,3 +276,14 @@ def test_a_broken_model_or_mostly_skipped_steps_fail_the_run():
         model.weight[0, 0] = float("nan")
     with pytest.raises(BoltzflowError, match="no longer finite"):
         _check_trained(model, {"step": 100, "skipped": 0})
+
+
+def test_one_writer_per_run_directory(tmp_path):
+    """While a process holds the run directory, a second training into it stops at once with
+    an error naming the holder; the lock goes with its holder."""
+    from boltzflow.io.lock import directory_lock
+
+    with directory_lock(tmp_path / "run"):
+        with pytest.raises(BoltzflowError, match=f"in use by process {os.getpid()}"):
+            train(tiny(), tmp_path / "run", resume=True)
+    assert train(tiny(), tmp_path / "run", resume=True)["stopped"] == "done"
