@@ -66,6 +66,7 @@ def train(
       torchrun --nproc-per-node 2 -m boltzflow.cli.app train alanine-dipeptide --batch-size 512
     """
     from boltzflow.io import check_writable
+    from boltzflow.systems import system_file
     from boltzflow.threads import use_threads
     from boltzflow.training.config import resolve_config
     from boltzflow.training.distributed import environment
@@ -77,6 +78,7 @@ def train(
     # --resume continues the run as it was configured: its config.toml, then what is given again
     saved = out is not None and resume and (out / "config.toml").is_file()
     settings = resolve_config(system, preset, config, options, assignments, run_dir=out if saved else None)
+    system_file(settings["system"])  # an unknown system fails here, before anything is announced
     if environment() is None:  # under torchrun / srun each process is given its own device later
         device_of(settings["device"])
     use_threads(settings["threads"])

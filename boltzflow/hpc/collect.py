@@ -14,9 +14,10 @@ from typing import Iterable, Optional, Sequence, Union
 
 from ..errors import BoltzflowError
 from ..io import read_toml
+from ..training.run import SWEEP_FILE
 from .sweep import flatten
 
-RUN_FILES = ("config.toml", "summary.json", "sweep.json")  # any of them marks a run directory
+RUN_FILES = ("config.toml", "summary.json", SWEEP_FILE)  # any of them marks a run directory
 REPLICATE_KEYS = ("seed", "time_limit")  # settings that do not make a different experiment
 FIRST_LABELS = ("system", "objective")
 

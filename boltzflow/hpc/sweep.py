@@ -32,6 +32,7 @@ from typing import Any, Optional, Union
 
 from ..errors import BoltzflowError
 from ..io import atomic_path, read_toml
+from ..training.run import SWEEP_FILE
 from .slurm import SlurmOptions, array_script
 
 # settings that `boltzflow train` takes as options; every other key goes through --set
@@ -179,6 +180,6 @@ def write_sweep(sweep: Sweep, dry_run: bool = False) -> Path:
     if not dry_run:
         for run in sweep.runs:
             record = {"sweep": str(sweep.path), "params": run.params, "args": list(run.args)}
-            with atomic_path(sweep.run_dir(run) / "sweep.json") as tmp:
+            with atomic_path(sweep.run_dir(run) / SWEEP_FILE) as tmp:
                 tmp.write_text(json.dumps(record, indent=2) + "\n")
     return script

@@ -28,7 +28,6 @@ from typing import Any, Optional, Sequence, Union
 from ..errors import BoltzflowError
 from ..io import read_toml
 from ..io.toml import tomllib
-from ..systems import system_file
 from .annealing import REFITS
 from .trainer import parse_duration
 
@@ -201,7 +200,6 @@ def _validate(config: dict) -> None:
 
     if not config["system"]:
         raise BoltzflowError("no system given: name one, e.g. boltzflow train alanine-dipeptide")
-    system_file(config["system"])
     if config["time_limit"]:
         parse_duration(config["time_limit"])
     if config["objective"] not in OBJECTIVES:

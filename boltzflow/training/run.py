@@ -48,6 +48,7 @@ from .targets import BoltzmannTarget
 from .trainer import Schedule, Trainer, parse_duration
 
 KERNEL_CLASSES = {"metropolis": Metropolis, "mala": MALA, "hmc": HMC}
+SWEEP_FILE = "sweep.json"  # put into a run directory by boltzflow sweep before the run starts
 EARLY_STOP_EXIT_CODE = 75  # EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
 
 
@@ -264,9 +265,9 @@ def check_run_dir(out: Union[str, Path], resume: bool) -> None:
         raise BoltzflowError(f"--out {out} is a file; name a folder for the run")
     if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         try:
-            is_run = bool(read_toml(out / "config.toml").get("system"))
+            is_run = bool(read_toml(out / "config.toml").get("system")) or (out / SWEEP_FILE).is_file()
         except (BoltzflowError, OSError, UnicodeDecodeError):
-            is_run = False
+            is_run = (out / SWEEP_FILE).is_file()
         if not is_run:
             raise BoltzflowError(f"{out} is not empty and is not a boltzflow run directory (no config.toml of a "
                                  "run); choose another --out")

@@ -101,9 +101,10 @@ def test_chain_runs_train_sample_and_free_energy_in_order_as_the_user(on_cluster
     slurm = on_cluster
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    # a stand-in boltzflow: records who ran which command; free-energy prints JSON
+    # a stand-in boltzflow: records who ran which command; free-energy writes JSON to its --json
+    # file, the last argument (the real commands are run in tests/hpc/test_templates.py)
     (bin_dir / "boltzflow").write_text(f'#!/bin/bash\necho "$(id -u) $1" >> {tmp_path}/calls.log\n'
-                                       '[ "$1" != free-energy ] || echo \'{"ok": true}\'\n')
+                                       '[ "$1" != free-energy ] || echo \'{"ok": true}\' > "${@: -1}"\n')
     (bin_dir / "boltzflow").chmod(0o755)
     env = {**slurm.env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SAMPLES": "10"}
     proc = subprocess.run(["bash", str(WORKFLOWS / "chain.sh"), "ala", "alanine-dipeptide"], env=env,
