@@ -37,14 +37,19 @@ def test_example_sweep_expands_into_a_valid_array_script(tmp_path):
     subprocess.run(["bash", "-n"], input=array_script(sweep), text=True, check=True)
 
 
-def test_chain_submits_train_sample_and_free_energy_as_dependent_jobs(tmp_path):
+def fake_sbatch(tmp_path, samples):
+    """The environment of an sbatch that logs one line per call to sbatch.log and answers with
+    job ids 101, 102, 103, …; SAMPLES draws for the chain's sample job."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    # an sbatch that logs one line per call and answers with job ids 101, 102, 103
     (bin_dir / "sbatch").write_text(
         '#!/bin/bash\nprintf "%s\\n" "$*" >> sbatch.log\necho "$((100 + $(wc -l < sbatch.log)));cluster"\n')
     (bin_dir / "sbatch").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SAMPLES": "500"}
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SAMPLES": str(samples)}
+
+
+def test_chain_submits_train_sample_and_free_energy_as_dependent_jobs(tmp_path):
+    env = fake_sbatch(tmp_path, samples=500)
     proc = subprocess.run(["bash", str(WORKFLOWS / "chain.sh"), "ala", "alanine-dipeptide", "--steps", "10"],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -72,12 +77,7 @@ def test_chain_jobs_run_with_the_real_command(tmp_path, tmp_path_factory, one_to
 
     from tests.io.runs import tiny_run
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(
-        '#!/bin/bash\nprintf "%s\\n" "$*" >> sbatch.log\necho "$((100 + $(wc -l < sbatch.log)));cluster"\n')
-    (bin_dir / "sbatch").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SAMPLES": "200"}
+    env = fake_sbatch(tmp_path, samples=200)
     subprocess.run(["bash", str(WORKFLOWS / "chain.sh"), "ala", "alanine-dipeptide"], cwd=tmp_path, env=env,
                    check=True, capture_output=True)
     shutil.rmtree(tmp_path / "runs" / "ala")
