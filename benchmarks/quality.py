@@ -39,7 +39,7 @@ def judge(run_dir: Path, samples: int, seed: int, reference=None) -> dict:
     delta = report.delta_f.get(DELTA)
     row = {"run": str(run_dir), "seed": summary["seed"], "evaluations": summary["evaluations"],
            "wall_time_min": summary["wall_time"] / 60, "samples": samples, "ess": report.ess,
-           "khat": report.psis.khat, "phi_positive": report.populations["phi_positive"],
+           "khat": report.psis.khat, "phi_positive": report.populations["phi_positive"].value,
            "delta_f": None if delta is None else delta.value,
            "delta_f_interval": None if delta is None else [delta.low, delta.high]}
     if reference is not None and report.comparison is not None:

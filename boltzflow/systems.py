@@ -214,9 +214,18 @@ def load_system(name_or_path: Union[str, Path]) -> System:
     if constraints not in CONSTRAINTS:
         raise _bad(path, text, "forcefield.constraints", f"must be one of {tuple(CONSTRAINTS)}, got {constraints!r}")
 
-    pdb = app.PDBFile(str(structure))
+    try:
+        pdb = app.PDBFile(str(structure))
+    except Exception as exc:  # OpenMM's PDB reader fails with bare assertions and index errors
+        raise _bad(path, text, "structure", f"{structure.name} is not a readable PDB file "
+                   f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})") from None
+    if pdb.topology.getNumAtoms() == 0:
+        raise _bad(path, text, "structure", f"{structure.name} holds no atoms")
     try:
         forcefield = app.ForceField(*[str(path.parent / f) if (path.parent / f).is_file() else f for f in files])
+    except Exception as exc:  # a malformed or unknown XML file
+        raise _bad(path, text, "forcefield.files", f"cannot read the force field: {exc}") from None
+    try:
         omm_constraints = getattr(app, CONSTRAINTS[constraints]) if CONSTRAINTS[constraints] else None
         openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=getattr(app, method),
                                                 constraints=omm_constraints, removeCMMotion=False)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from boltzflow.cli.progress import progress_bar
 from boltzflow.errors import BoltzflowError
 
 console = Console()
@@ -135,17 +136,14 @@ def example(
         return
     if name != "first-flow":
         raise BoltzflowError(f"unknown example {name!r}; known examples: first-flow, cylinder")
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from boltzflow.examples.first_flow import TARGET_MEAN, TARGET_VARIANCE, first_flow
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("training", total=steps, loss="")
+    with progress_bar("training", console, total=steps, info=True) as bar:
+        task = bar.add_task("training", total=steps, info="")
 
         def progress(step: int, loss: float) -> None:
             if step % 50 == 0 or step == steps - 1:
-                bar.update(task, completed=step + 1, loss=f"NLL {loss:.3f}")
+                bar.update(task, completed=step + 1, info=f"NLL {loss:.3f}")
 
         result = first_flow(steps=steps, seed=seed, progress=progress)
     table = Table(title="first flow: fitted vs target")

@@ -7,15 +7,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from boltzflow.cli.progress import progress_bar
+
 console = Console()
-
-
-def _progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
 
 
 def md(
@@ -44,8 +40,8 @@ def md(
     use_threads(threads)
 
     loaded = load_system(system)
-    with _progress_bar() as bar:
-        task = bar.add_task(f"MD of {loaded.name}", total=None)
+    with progress_bar(f"MD of {loaded.name}", console) as bar:
+        task = bar.add_task("md", total=None)
         result = run_md(loaded, ns, out, platform=platform, seed=seed, report_interval=report_interval,
                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     resumed = f" (resumed at frame {result.resumed_from})" if result.resumed_from else ""
@@ -105,8 +101,8 @@ def umbrella(
     grid = f"{windows}×{windows} windows" if len(cvs) == 2 else f"{windows} windows"
     count = use_threads(threads)
     properties = {"Threads": str(count)} if platform == "CPU" else None
-    with _progress_bar() as bar:
-        task = bar.add_task(f"umbrella sampling of {loaded.name} along {','.join(cvs)}", total=None)
+    with progress_bar(f"umbrella {','.join(cvs)}", console) as bar:
+        task = bar.add_task("umbrella", total=None)
         result = run_umbrella(loaded, cv=cvs, windows=windows, ps=ps, out=out, force_constant=force_constant,
                               platform=platform, seed=seed, equilibration_ps=equilibration_ps, bins=bins,
                               properties=properties, repeats=repeats, plane_bins=plane_bins,

@@ -13,16 +13,12 @@ from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from boltzflow.cli.progress import progress_bar
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _progress_bar(description: str, target: Console) -> Progress:
-    return Progress(TextColumn(f"[bold]{description}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=target, transient=True)
 
 
 @contextmanager
@@ -105,7 +101,7 @@ def sample(
     check_writable(out, "samples file")
     loaded = load_run(run, device)
     description = "sampling" if correction is None else f"AIS warm-up ({ais_warmup} batches), then sampling"
-    with _progress_bar(description, console) as bar, _sigterm_exits():
+    with progress_bar(description, console, total=n) as bar, _sigterm_exits():
         task = bar.add_task("sampling", total=n)
         write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
                       progress=lambda done, total: bar.update(task, completed=done), correction=correction)
@@ -164,6 +160,10 @@ def _estimate(e) -> str:
     return f"{e.value:.3f} ± {e.error:.3f}  [{e.low:.3f}, {e.high:.3f}]"
 
 
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%" if fraction >= 1e-4 or fraction == 0 else f"{100 * fraction:.1e}%"
+
+
 def report_table(report) -> Table:
     """The free-energy report as a table; when PSIS k̂ says the weights are unreliable, every
     number derived from them says so where it is printed."""
@@ -178,8 +178,8 @@ def report_table(report) -> Table:
                             f"(threshold {report.psis.threshold:.3f} for this N)")
     caveat = "  [red](k̂: unreliable)[/red]" if report.psis.verdict == "unreliable" else ""
     table.add_row(f"log Z ({report.log_z.level:.0%} CI)", _estimate(report.log_z) + caveat)
-    for name, population in report.populations.items():
-        table.add_row(f"population {name}", f"{100 * population:.2f}%{caveat}")
+    for name, e in report.populations.items():
+        table.add_row(f"population {name}", f"{_percent(e.value)}  [{_percent(e.low)}, {_percent(e.high)}]{caveat}")
     for key, e in report.delta_f.items():
         table.add_row(f"ΔF {key.replace('->', '→')}", f"{_estimate(e)}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
     return table
@@ -248,7 +248,7 @@ def free_energy(
         check_writable(plots, "plots folder", directory=True)
 
     quiet = json_out == "-"
-    with _progress_bar("sampling", err_console if quiet else console) as bar:
+    with progress_bar("sampling", err_console if quiet else console, total=n) as bar:
         task = bar.add_task("sampling", total=n)
         samples, run = samples_for(source, n, batch_size, device, seed,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))

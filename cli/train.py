@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from boltzflow.cli.progress import progress_bar
 
 
 AIS_HINT_BELOW = 0.5  # an ESS under this gets the `boltzflow sample --ais` command that improves it
@@ -65,6 +68,26 @@ def train(
       boltzflow train alanine-dipeptide --set anneal.start=1200 --time-limit 3h50m --resume --out runs/ta
       torchrun --nproc-per-node 2 -m boltzflow.cli.app train alanine-dipeptide --batch-size 512
     """
+    from boltzflow.training.run import EARLY_STOP_EXIT_CODE
+
+    # a stop signal at any moment ends the command with 75 (requeue, then --resume); inside the
+    # training loop the trainer takes the signals over and writes a checkpoint first
+    stopped = {"hint": f"run the same command again with --resume{'' if out else ' --out RUN'}"}
+    try:
+        with _stop_signals_exit():
+            _train(system, objective, steps, batch_size, lr, config, preset, out, device, seed, threads, resume,
+                   time_limit, assignments, stopped)
+    except _Stopped as stop:
+        Console().print(f"stopped by {stop} before training finished or while evaluating; {stopped['hint']}",
+                        soft_wrap=True)
+        raise typer.Exit(EARLY_STOP_EXIT_CODE) from None
+
+
+def _train(system: str, objective: Optional[str], steps: Optional[int], batch_size: Optional[int],
+           lr: Optional[float], config: Optional[Path], preset: str, out: Optional[Path], device: Optional[str],
+           seed: Optional[int], threads: Optional[int], resume: bool, time_limit: Optional[str],
+           assignments: list[str], stopped: dict) -> None:
+    """The body of ``boltzflow train``; ``stopped['hint']`` is set to the resume command."""
     from boltzflow.io import check_writable
     from boltzflow.systems import system_file
     from boltzflow.threads import use_threads
@@ -85,11 +108,20 @@ def train(
     out = out or _default_out(system, settings["objective"], settings["seed"])
     check_writable(out, "run directory", directory=True)
     check_run_dir(out, resume)
+    resume_hint = f"continue with: boltzflow train {system} --out {out} --resume"
+    stopped["hint"] = resume_hint
     launch = environment()
     console = Console(quiet=launch is not None and launch.rank != 0)  # one process prints
-    columns = (TextColumn("[bold]training[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=console.quiet) as bar:
+    answer: dict = {}
+
+    def final(run) -> dict:  # one draw of fresh samples: summary.json, report.json and the plots
+        answer["report"], answer["plots"] = _final_report(run, out, settings)
+        report = answer["report"]
+        return {"ess": report.ess, "khat": report.psis.khat, "log_z": report.log_z.value,
+                "mirror": report.n_mirror / max(1, report.n),
+                **{f"pop_{name}": estimate.value for name, estimate in report.populations.items()}}
+
+    with progress_bar("training", console, total=settings["steps"], info=True, disable=console.quiet) as bar:
         task = bar.add_task("training", total=settings["steps"], info="")
         state: dict = {"printed": -math.inf}
         held_out = settings["eval_batch_size"]
@@ -110,32 +142,58 @@ def train(
                               f"wall {record.get('wall_time', 0) / 60:.1f} min", soft_wrap=True)
 
         console.print(f"training {settings['objective']} on {settings['system']} → {out}")
-        summary = train_run(settings, out, resume=resume, on_step=on_step)
+        summary = train_run(settings, out, resume=resume, on_step=on_step, final=final)
     console.print(_summary_table(summary, out))
     if summary["stopped"] != "done":
-        console.print(f"stopped early ({summary['stopped']}); continue with: boltzflow train {system} --out {out} --resume",
-                      soft_wrap=True)
+        console.print(f"stopped early ({summary['stopped']}); {resume_hint}", soft_wrap=True)
         raise typer.Exit(EARLY_STOP_EXIT_CODE)
     if not console.quiet:
-        _answer(out, settings, console)
+        _print_answer(answer["report"], answer["plots"], out, console)
 
 
-def _answer(out: Path, settings: dict, console: Console) -> None:
+class _Stopped(Exception):
+    """A stop signal (its name) outside the training loop."""
+
+
+@contextmanager
+def _stop_signals_exit() -> Iterator[None]:
+    """SIGTERM, SIGINT and SIGUSR1 raise ``_Stopped``: the command then exits 75 like a stop
+    inside the loop, so a Slurm batch script requeues it whenever the signal comes."""
+    from boltzflow.training.trainer import STOP_SIGNALS
+
+    def stop(number, frame):
+        raise _Stopped(signal.Signals(number).name)
+
+    try:
+        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread: leave the handlers alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _final_report(run, out: Path, settings: dict):
     """What the trained generator says: ESS with k̂, populations and ΔF with intervals on
     ``final_samples`` fresh samples (OUT/report.json), the Ramachandran and PMF plots in OUT."""
     import json
 
     from boltzflow.analysis.report import draw_weighted_samples, free_energy_report, report_plots
-    from boltzflow.cli.samples import report_table
     from boltzflow.io import atomic_path
-    from boltzflow.training.run import load_run
 
-    run = load_run(out)
     samples = draw_weighted_samples(run, settings["final_samples"], seed=settings["seed"], run_dir=out)
     report = free_energy_report(samples, seed=settings["seed"])
     plots = report_plots(samples, out)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps({**report.as_dict(), "plots": [str(p) for p in plots]}, indent=1) + "\n")
+    return report, plots
+
+
+def _print_answer(report, plots: list, out: Path, console: Console) -> None:
+    from boltzflow.cli.samples import report_table
+
     console.print(report_table(report))
     for path in plots:
         console.print(f"plot: {path}")

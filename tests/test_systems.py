@@ -108,6 +108,23 @@ def test_bad_value_names_file_line_and_key(user_system, old, new, key):
     assert "system.toml" in message and f"line {line}" in message and f"'{key}'" in message
 
 
+@pytest.mark.parametrize("content", ["garbage\nATOM  nonsense\n", ""], ids=["garbage", "empty"])
+def test_an_unreadable_structure_is_named(user_system, content):
+    (user_system / "structure.pdb").write_text(content)
+    with pytest.raises(SystemFileError, match="key 'structure'.*structure.pdb"):
+        load_system(user_system)
+
+
+@pytest.mark.parametrize("xml, message", [("<ForceField><Atom", "unclosed token"),
+                                          (None, "Could not locate file")], ids=["malformed", "missing"])
+def test_an_unreadable_force_field_is_named(user_system, xml, message):
+    if xml is not None:
+        (user_system / "broken.xml").write_text(xml)
+    rewrite(user_system, 'files = ["amber96.xml", "implicit/obc1.xml"]', 'files = ["broken.xml"]')
+    with pytest.raises(SystemFileError, match=f"key 'forcefield.files' cannot read the force field.*{message}"):
+        load_system(user_system)
+
+
 def test_missing_key_is_named(user_system):
     rewrite(user_system, 'name = "alanine-dipeptide"', "")
     with pytest.raises(SystemFileError, match="missing key 'name'"):

@@ -8,7 +8,8 @@ boltzflow.analysis.plots import plot_pmf``.
 
 from .compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
 from .estimate import Estimate
-from .free_energy import Average, Profile, Surface, delta_f, pmf, ramachandran, reweighted_average, state_delta_f
+from .free_energy import (Average, Profile, Surface, delta_f, pmf, population, ramachandran, reweighted_average,
+                          state_delta_f)
 from .psis import ParetoDiagnostic, khat_threshold, pareto_diagnostic, pareto_khat
 from .report import (Comparison, FreeEnergyReport, Reference, WeightedSamples, free_energy_report, load_reference,
                      report_plots, samples_for, state_pairs)
@@ -19,7 +20,7 @@ __all__ = [
     "Average", "Comparison", "Estimate", "FreeEnergyReport", "ParetoDiagnostic", "Profile", "Reference", "Surface",
     "WeightedSamples", "delta_f", "eubo", "forward_kl", "free_energy_report", "khat_threshold", "kish_ess",
     "kl_divergence", "load_reference", "log_normalizer", "log_normalizer_interval", "marginal_kl",
-    "normalized_log_weights", "pareto_diagnostic", "pareto_khat", "pmf", "ramachandran", "ramachandran_divergence",
+    "normalized_log_weights", "pareto_diagnostic", "pareto_khat", "pmf", "population", "ramachandran", "ramachandran_divergence",
     "report_plots", "reweighted_average", "samples_for", "state_delta_f", "state_pairs", "systematic_resample",
     "total_variation",
 ]

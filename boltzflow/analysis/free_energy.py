@@ -95,6 +95,24 @@ def delta_f(in_a: ArrayLike, in_b: ArrayLike, log_w: Optional[ArrayLike] = None,
                     n, n_excluded)
 
 
+def population(inside: ArrayLike, log_w: Optional[ArrayLike] = None, exclude: Optional[ArrayLike] = None,
+               level: float = 0.95, n_boot: int = 1000, generator: Optional[torch.Generator] = None) -> Estimate:
+    """The reweighted fraction Σ_S w / Σ w of the samples ``inside`` [n] bool a state, with a
+    percentile bootstrap interval (the samples resampled, the ratio recomputed)."""
+    inside = _flat(inside, "inside")
+    n = len(inside)
+    inside = _mask(inside, n, inside.device, "inside")
+    log_w, n_excluded = sample_log_weights(inside, log_w, exclude)
+    w = normalized_weights(log_w)
+    if w.sum() == 0:
+        raise BoltzflowError("no sample has non-zero weight: the population is undefined")
+    w_in = w * inside
+    replicates = bootstrap(lambda idx: w_in[idx].sum(1) / w[idx].sum(1), n, n_boot, inside.device, generator)
+    low, high = percentile_interval(replicates, level)
+    return Estimate((w_in.sum() / w.sum()).item(), bootstrap_error(replicates).item(), low.item(), high.item(),
+                    level, "bootstrap", n, n_excluded)
+
+
 def state_delta_f(system, cvs: dict, a: str, b: str, log_w: Optional[ArrayLike] = None,
                   exclude: Optional[ArrayLike] = None, **options) -> Estimate:
     """ΔF = F_b − F_a (kT) between two named states of ``system``.

@@ -37,7 +37,7 @@ from ..errors import BoltzflowError
 from ..io.samples import model_file, read_attributes, read_samples, sample_batches, sha256
 from .compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
 from .estimate import Estimate, normalized_weights, sample_log_weights, z_score
-from .free_energy import Profile, pmf, ramachandran, state_delta_f
+from .free_energy import Profile, pmf, population, ramachandran, state_delta_f
 from .histograms import angle_bin_centers, angle_bin_index, histogram, plane_bin_index
 from .psis import ParetoDiagnostic, pareto_diagnostic
 from .weights import kish_ess, log_normalizer_interval
@@ -258,7 +258,7 @@ class FreeEnergyReport:
     ess: float
     psis: ParetoDiagnostic
     log_z: Estimate
-    populations: dict
+    populations: dict  # state → Estimate (reweighted fraction, bootstrap interval)
     delta_f: dict
     comparison: Optional[Comparison] = None
 
@@ -378,9 +378,10 @@ def free_energy_report(samples: WeightedSamples, reference: Optional[Reference] 
     if clean.max() == -math.inf:
         raise BoltzflowError(f"none of the {len(log_w):,} samples has non-zero weight"
                              + ("" if keep_mirror else " (mirror images excluded)") + ": nothing to estimate")
-    weights = normalized_weights(clean)
-    populations = {name: (weights * state.contains(samples.cvs)).sum().item() for name, state in system.states.items()}
-    pairs = state_pairs(system, populations)
+    populations = {name: population(state.contains(samples.cvs), log_w, exclude, level=level, n_boot=n_boot,
+                                    generator=_generator(seed, log_w.device))
+                   for name, state in system.states.items()}
+    pairs = state_pairs(system, {name: estimate.value for name, estimate in populations.items()})
     delta = {f"{a} -> {b}": state_delta_f(system, samples.cvs, a, b, log_w, exclude, level=level, n_boot=n_boot,
                                           generator=_generator(seed, log_w.device)) for a, b in pairs}
     log_z = log_normalizer_interval(log_w, level, exclude)

@@ -8,6 +8,7 @@ no pickled code runs from a checkpoint file.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Union
 
@@ -40,16 +41,28 @@ def save_checkpoint(path: Union[str, Path], state: dict[str, Any]) -> Path:
     return path
 
 
+def read_tensors(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with one clear error for a file that is not a whole,
+    plain PyTorch save (truncated, corrupted, foreign, or holding pickled objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BoltzflowError(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise BoltzflowError(f"{path} holds objects other than tensors and plain data; boltzflow reads only "
+                             "files it wrote itself") from None
+    except Exception:  # truncated or not a PyTorch file: torch's own message advises unsafe loading
+        raise BoltzflowError(f"cannot read {path}: not a complete PyTorch file (truncated or corrupted); "
+                             "restore it or train the run again") from None
+
+
 def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu",
                     restore_rng: bool = False) -> dict[str, Any]:
     """Read a checkpoint (safely: tensors and plain data only); optionally restore its RNG state."""
-    path = Path(path)
-    if not path.is_file():
-        raise BoltzflowError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which and why
-        raise BoltzflowError(f"cannot read checkpoint {path}: {exc}") from None
+    state = read_tensors(path, map_location)
+    if not isinstance(state, dict) or "rng" not in state:
+        raise BoltzflowError(f"{path} is not a boltzflow checkpoint")
     if restore_rng:
         set_rng_state({k: (v.cpu() if k == "cpu" else [t.cpu() for t in v]) for k, v in state["rng"].items()})
     return state

@@ -10,15 +10,16 @@ index. Weighted samples are exported as they are (their weights stay in the samp
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
-import h5py
 import numpy as np
 
 from ..errors import BoltzflowError
 from .atomic import atomic_path
-from .samples import read_attributes
+from .samples import open_samples, read_attributes
 
 FORMATS = ("dcd", "xtc", "pdb", "h5")
 WITHOUT_TOPOLOGY = ("dcd", "xtc")  # formats that hold coordinates only
@@ -44,7 +45,7 @@ def _format(out: Optional[Path], format: Optional[str]) -> str:
 
 def _frames(path: Path, resampled: bool) -> tuple[np.ndarray, np.ndarray]:
     """Positions [frames, atoms, 3] (nm) and their reduced energies u [frames]."""
-    with h5py.File(path, "r") as f:
+    with open_samples(path) as f:
         if not resampled:
             return f["positions"][()], f["u"][()]
         if "resampled" not in f:
@@ -53,6 +54,18 @@ def _frames(path: Path, resampled: bool) -> tuple[np.ndarray, np.ndarray]:
         indices = f["resampled/indices"][()]
         unique, inverse = np.unique(indices, return_inverse=True)
         return f["resampled/positions"][()], f["u"][unique][inverse]
+
+
+def _save(trajectory, format: str, path: Path) -> None:
+    """``trajectory.save_FORMAT(path)``; mdtraj's dcd and xtc writers take ASCII file names only,
+    so other names are written in a scratch folder first and copied."""
+    save = {"dcd": trajectory.save_dcd, "xtc": trajectory.save_xtc, "pdb": trajectory.save_pdb}[format]
+    if str(path).isascii():
+        save(str(path))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        save(str(Path(scratch) / f"trajectory.{format}"))
+        shutil.copyfile(Path(scratch) / f"trajectory.{format}", path)
 
 
 def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None, format: Optional[str] = None,
@@ -91,7 +104,7 @@ def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None
             append_frames(tmp, xyz, time, u * attrs["kT"])
         else:
             trajectory = mdtraj.Trajectory(xyz, system.topology, time=time)
-            {"dcd": trajectory.save_dcd, "xtc": trajectory.save_xtc, "pdb": trajectory.save_pdb}[format](str(tmp))
+            _save(trajectory, format, tmp)
     if format in WITHOUT_TOPOLOGY:
         with atomic_path(topology_file(out)) as tmp:
             mdtraj.Trajectory(xyz[:1], system.topology).save_pdb(str(tmp))

@@ -44,7 +44,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
@@ -185,6 +187,21 @@ def _write_resampled(f: h5py.File, k: int, seed: int, block: int) -> None:
     f["resampled"].attrs.update({"method": "systematic", "mirror_images": "excluded", "seed": seed})
 
 
+def check_disk(path: Path, n: int, resample: int, n_atoms: int, itemsize: int) -> None:
+    """Refuse, before any work, a samples file larger than the free space where it goes
+    (an upper bound: uncompressed positions, z, weights, labels and resampled conformations)."""
+    per_sample = (3 * n_atoms + 3 * n_atoms - 6) * itemsize + 128
+    need = n * per_sample + resample * (3 * n_atoms * itemsize + 8)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise BoltzflowError(f"{n:,} samples{f' and {resample:,} resampled conformations' if resample else ''} need "
+                             f"up to {need / 1e9:,.1f} GB in {path}, but {free / 1e9:,.1f} GB are free there; "
+                             "draw fewer (-n, --resample) or write elsewhere (--out)")
+
+
 def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, seed: int = 0, resample: int = 0,
                   model: Union[str, Path, None] = None, run_dir: Union[str, Path, None] = None,
                   progress: Optional[Callable[[int, int], None]] = None, correction=None) -> Path:
@@ -204,6 +221,7 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
     from ..energy.reduced import thermal_energy
 
     path = Path(path)
+    check_disk(path, n, resample, run.system.n_atoms, np.dtype(run.config["dtype"]).itemsize)
     if model is None and run_dir is not None:
         model = model_file(run_dir)
     system = run.config["system"]  # a name, or a folder / system.toml: then made absolute
@@ -247,15 +265,26 @@ def _check(f: h5py.File, path: Path) -> None:
                              "write one with: boltzflow sample RUN")
 
 
-def read_attributes(path: Union[str, Path]) -> dict:
-    """The file attributes of a samples file (``units`` decoded from JSON)."""
-    path = Path(path)
+@contextmanager
+def open_samples(path: Path) -> Iterator[h5py.File]:
+    """Open a samples file for reading; a damaged one (truncated copy, missing dataset) is one clear error."""
     if not path.is_file():
         raise BoltzflowError(f"samples file {path} not found; write one with: boltzflow sample RUN")
     if not h5py.is_hdf5(path):
         raise BoltzflowError(f"{path} is not an HDF5 file; expected a samples file from boltzflow sample")
-    with h5py.File(path, "r") as f:
-        _check(f, path)
+    try:
+        with h5py.File(path, "r") as f:
+            _check(f, path)
+            yield f
+    except (OSError, KeyError) as error:
+        raise BoltzflowError(f"cannot read {path}: the file is damaged or incomplete ({error}); "
+                             "write it again with boltzflow sample") from None
+
+
+def read_attributes(path: Union[str, Path]) -> dict:
+    """The file attributes of a samples file (``units`` decoded from JSON)."""
+    path = Path(path)
+    with open_samples(path) as f:
         attrs = {key: value.item() if isinstance(value, np.generic) else value for key, value in f.attrs.items()}
     attrs["units"] = json.loads(attrs["units"])
     return attrs
@@ -265,7 +294,7 @@ def read_samples(path: Union[str, Path], positions: bool = True) -> Samples:
     """Read a samples file; ``positions=False`` skips the large arrays (positions, z, resampled)."""
     path = Path(path)
     attrs = read_attributes(path)
-    with h5py.File(path, "r") as f:
+    with open_samples(path) as f:
         scalars = {key: f[key][()] for key in SCALARS}
         if "log_w_flow" in f:
             scalars["log_w_flow"] = f["log_w_flow"][()]

@@ -34,6 +34,7 @@ from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
 from ..errors import BoltzflowError
 from ..flows import Flow, ProductBase, spline_flow
 from ..io import atomic_path, model_file, read_toml, write_toml
+from ..io.checkpoints import read_tensors
 from ..io.lock import LOCK_NAME, directory_lock
 from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
@@ -296,11 +297,14 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
 
 
 def train(config: dict, out: Union[str, Path], resume: bool = False,
-          on_step: Optional[Callable[[int, dict], None]] = None) -> dict:
+          on_step: Optional[Callable[[int, dict], None]] = None,
+          final: Optional[Callable[[Run], dict]] = None) -> dict:
     """Train the configured model into run directory ``out``; returns the summary (also
     written to ``out/summary.json``).
 
     ``resume``: continue from ``out/checkpoints/last.pt`` when it exists (else start).
+    ``final(run)``: the numbers of the trained model that go into the summary, from its
+    ``final_samples`` fresh samples; default ``run.report`` (ESS, log Z, populations).
     The summary's ``stopped`` is ``done``, ``time-limit`` or ``signal``. Launched as several
     processes (torchrun, srun), each trains its shards, rank 0 writes ``out`` and every
     process returns rank 0's summary."""
@@ -332,10 +336,13 @@ def train(config: dict, out: Union[str, Path], resume: bool = False,
         evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)
         summary = None
         if distributed.rank() == 0:
-            final = run.report(config["final_samples"]) if result["stopped"] == "done" else {}
+            numbers = {}
+            if result["stopped"] == "done":
+                run.model.eval()
+                numbers = final(run) if final is not None else run.report(config["final_samples"])
             summary = {"system": run.system.name, "objective": config["objective"], "seed": config["seed"],
                        "temperature": run.target.temperature, **result, "steps": config["steps"],
-                       "evaluations": evaluations, **final}
+                       "evaluations": evaluations, **numbers}
             with atomic_path(out / "summary.json") as tmp:
                 tmp.write_text(json.dumps(summary, indent=1) + "\n")
         return distributed.broadcast(summary)
@@ -346,16 +353,18 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise BoltzflowError(f"{run_dir} is not a run directory (no config.toml); train one with boltzflow train")
-    config = resolve_config(options=with_legacy(read_toml(run_dir / "config.toml")))
-    if device is not None:
-        config["device"] = device
+    config = resolve_config(run_dir=run_dir, options={"device": device})
     run = build_run(config)
     path = model_file(run_dir)
     if not path.is_file():
         raise BoltzflowError(f"{run_dir} holds no trained model yet (no model.pt or checkpoints/last.pt)")
-    state = torch.load(path, map_location=device_of(config["device"]), weights_only=True)
+    state = read_tensors(path, map_location=device_of(config["device"]))
     if path.name == "last.pt":
-        state = state["model"]
-    run.model.load_state_dict(state)
+        state = state.get("model") if isinstance(state, dict) else None
+    try:
+        run.model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError):  # other architecture, or not a state dict at all
+        raise BoltzflowError(f"{path} does not hold a model of the architecture in {run_dir / 'config.toml'} "
+                             "(changed settings, or a file from another run)") from None
     run.model.eval()
     return run

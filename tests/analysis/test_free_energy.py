@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from boltzflow.analysis import delta_f, pmf, ramachandran, reweighted_average, state_delta_f
+from boltzflow.analysis import delta_f, pmf, population, ramachandran, reweighted_average, state_delta_f
 from boltzflow.errors import BoltzflowError
 from boltzflow.systems import load_system
 
@@ -37,6 +37,27 @@ def test_delta_f_from_importance_weights_matches_quadrature():
     estimate = delta_f(x < 0, x >= 0, log_w=-double_well(x) - log_q, generator=gen(3))
     assert estimate.value == pytest.approx(double_well_delta_f(), abs=4 * estimate.error)
     assert estimate.error < 0.1
+
+
+def test_population_and_its_interval_match_quadrature_and_the_binomial_error():
+    n = 20_000
+    x = exact_draws(double_well, -4, 4, n, gen(20))
+    estimate = population(x >= 0, generator=gen(21))
+    truth = 1 / (1 + math.exp(double_well_delta_f()))  # p(x ≥ 0) by quadrature
+    assert estimate.value == pytest.approx(truth, abs=4 * estimate.error)
+    assert estimate.error == pytest.approx(math.sqrt(truth * (1 - truth) / n), rel=0.15)
+    assert estimate.low < estimate.value < estimate.high and estimate.method == "bootstrap"
+
+
+def test_population_error_from_weights_matches_the_delta_method():
+    s = 1.3  # Gaussian proposal covering both wells
+    x = s * torch.randn(40_000, dtype=torch.float64, generator=gen(22))
+    log_w = -double_well(x) + 0.5 * (x / s) ** 2
+    estimate = population(x >= 0, log_w, generator=gen(23))
+    delta_method = reweighted_average((x >= 0).double(), log_w)
+    assert estimate.value == pytest.approx(delta_method.mean.item(), rel=1e-12)
+    assert estimate.error == pytest.approx(delta_method.error.item(), rel=0.15)
+    assert estimate.value == pytest.approx(1 / (1 + math.exp(double_well_delta_f())), abs=4 * estimate.error)
 
 
 def test_excluded_samples_get_weight_zero_and_are_counted():

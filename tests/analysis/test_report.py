@@ -81,7 +81,7 @@ def test_report_numbers_are_the_estimators(system, keep_mirror):
     assert report.log_z == log_normalizer_interval(samples.log_w, exclude=exclude)
     w = torch.softmax(masked, 0)
     for name, state in system.states.items():
-        assert report.populations[name] == pytest.approx((w * state.contains(samples.cvs)).sum().item(), rel=1e-12)
+        assert report.populations[name].value == pytest.approx((w * state.contains(samples.cvs)).sum().item(), rel=1e-12)
     assert list(report.delta_f) == ["phi_negative -> phi_positive", "C7eq_beta -> alphaR", "C7eq_beta -> alphaL_C7ax"]
     for key, estimate in report.delta_f.items():
         a, b = key.split(" -> ")

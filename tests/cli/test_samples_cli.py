@@ -70,7 +70,7 @@ def test_free_energy_prints_the_table_and_writes_json_and_plots(run_dir, tmp_pat
     assert data["n"] == 200 and "samples.h5" in data["source"] and data["comparison"] is None
     pairs = []  # ΔF relative to the most populated state of each group
     for group in (["phi_negative", "phi_positive"], ["C7eq_beta", "alphaR", "alphaL_C7ax"]):
-        top = max(group, key=data["populations"].get)
+        top = max(group, key=lambda name: data["populations"][name]["value"])
         pairs += [f"{top} -> {b}" for b in group if b != top]
     assert list(data["delta_f"]) == pairs
     assert all(f"ΔF {pair.replace('->', '→')}" in result.output for pair in pairs)

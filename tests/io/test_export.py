@@ -78,4 +78,18 @@ def test_default_names_and_user_errors(samples_file, run_dir, tmp_path):
     unresampled = write_samples(load_run(run_dir), tmp_path / "plain.h5", 4)
     with pytest.raises(BoltzflowError, match="--resample K"):
         export_samples(unresampled, format="dcd", resampled=True)
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(samples_file.read_bytes()[:5000])
+    with pytest.raises(BoltzflowError, match="damaged or incomplete"):
+        export_samples(damaged, format="pdb")
 
+
+@pytest.mark.parametrize("format", ["dcd", "xtc"])
+def test_a_non_ascii_path_is_written(samples_file, system, tmp_path, format):
+    """mdtraj's dcd and xtc writers take ASCII names only; the export goes through a scratch file."""
+    out = export_samples(samples_file, tmp_path / "données" / f"échantillons.{format}")
+    assert out.is_file() and topology_file(out).is_file()
+    plain = tmp_path / f"plain.{format}"
+    plain.write_bytes(out.read_bytes())  # mdtraj cannot read the non-ASCII name either
+    xyz = read_samples(samples_file).positions
+    assert np.abs(load(plain, system).xyz - xyz).max() <= TOLERANCE[format]

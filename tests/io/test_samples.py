@@ -169,3 +169,19 @@ def test_reading_something_else_is_a_user_error(tmp_path):
     (tmp_path / "text.h5").write_text("hello")
     with pytest.raises(BoltzflowError, match="not an HDF5 file"):
         read_samples(tmp_path / "text.h5")
+
+
+def test_a_damaged_file_is_a_user_error(written, tmp_path):
+    """A truncated copy (an interrupted transfer) fails with one message, not h5py's traceback."""
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(written.read_bytes()[:5000])
+    with pytest.raises(BoltzflowError, match="damaged or incomplete.*boltzflow sample"):
+        read_samples(truncated)
+
+
+def test_more_samples_than_the_disk_holds_are_refused_before_any_work(run, tmp_path):
+    with pytest.raises(BoltzflowError, match=r"need up to [\d,.]+ GB in .* GB are free there"):
+        write_samples(run, tmp_path / "huge.h5", 10**12)
+    with pytest.raises(BoltzflowError, match="resampled conformations need"):
+        write_samples(run, tmp_path / "huge.h5", 10, resample=10**12)
+    assert list(tmp_path.iterdir()) == []

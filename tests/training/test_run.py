@@ -287,3 +287,73 @@ def test_one_writer_per_run_directory(tmp_path):
         with pytest.raises(BoltzflowError, match=f"in use by process {os.getpid()}"):
             train(tiny(), tmp_path / "run", resume=True)
     assert train(tiny(), tmp_path / "run", resume=True)["stopped"] == "done"
+
+
+@pytest.mark.parametrize("moment", ["start-up", "final evaluation"])
+def test_a_stop_signal_outside_the_training_loop_exits_75(tmp_path, monkeypatch, moment):
+    """Slurm's warning (SIGUSR1) or SIGTERM may come while the run is built or while the final
+    samples are evaluated; the command must still exit 75 so that the batch script requeues it."""
+    import boltzflow.cli.train as cli_train
+    import boltzflow.training.run as run_module
+
+    def signalled(function):
+        def wrapper(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return function(*args, **kwargs)
+        return wrapper
+
+    if moment == "start-up":
+        monkeypatch.setattr(run_module, "build_run", signalled(run_module.build_run))
+    else:
+        monkeypatch.setattr(cli_train, "_final_report", signalled(cli_train._final_report))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "2", "--batch-size", "16", "--out",
+                                      str(out)] + [a for s in TINY for a in ("--set", s)])
+    assert result.exit_code == EARLY_STOP_EXIT_CODE, result.output
+    assert "stopped by SIGUSR1" in result.output and f"--out {out} --resume" in result.output
+    assert not (out / "summary.json").exists()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handlers are given back
+    if moment == "final evaluation":  # the model is kept; --resume only evaluates it again
+        assert (out / "model.pt").is_file()
+        monkeypatch.undo()
+        again = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--out", str(out), "--resume"])
+        assert again.exit_code == 0, again.output
+        assert json.loads((out / "summary.json").read_text())["step"] == 2
+
+
+def test_one_draw_of_final_samples_serves_the_summary_and_the_report(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "2", "--batch-size", "16", "--out",
+                                      str(out)] + [a for s in TINY for a in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert summary["ess"] == report["ess"] and summary["log_z"] == report["log_z"]["value"]
+    assert summary["pop_phi_positive"] == report["populations"]["phi_positive"]["value"]
+    assert report["n"] == 64
+
+
+def test_damaged_or_foreign_model_files_are_user_errors(tmp_path):
+    train(tiny(), tmp_path / "run")
+    good = (tmp_path / "run" / "model.pt").read_bytes()
+    (tmp_path / "run" / "model.pt").write_bytes(good[:1000])
+    with pytest.raises(BoltzflowError, match="not a complete PyTorch file") as err:
+        load_run(tmp_path / "run")
+    assert "weights_only" not in str(err.value)  # never advise unsafe loading
+    train(tiny("rkl", "model.hidden=[8]"), tmp_path / "other")
+    (tmp_path / "run" / "model.pt").write_bytes((tmp_path / "other" / "model.pt").read_bytes())
+    with pytest.raises(BoltzflowError, match="does not hold a model of the architecture in .*config.toml"):
+        load_run(tmp_path / "run")
+    (tmp_path / "run" / "model.pt").unlink()  # then the last checkpoint is used
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:3000])
+    with pytest.raises(BoltzflowError, match="last.pt: not a complete PyTorch file"):
+        load_run(tmp_path / "run")
+
+
+def test_a_bad_config_toml_is_blamed_on_that_file(tmp_path):
+    train(tiny(), tmp_path / "run")
+    config = tmp_path / "run" / "config.toml"
+    config.write_text(config.read_text().replace("\nlr = ", '\nlr = "fast"\n# was: ', 1))
+    with pytest.raises(BoltzflowError, match=f"^{config}: 'lr' must be float"):
+        load_run(tmp_path / "run")

@@ -1,0 +1,48 @@
+"""The one progress bar of the long commands (train, sample, free-energy, md, umbrella, example).
+
+The remaining time comes from the average rate since the start, not from the last seconds'
+rate, so evaluation pauses and faster or slower training stages do not make it jump. In a
+narrow terminal the free-form information column is cut first; the step counter, elapsed
+and remaining time stay whole. Without a terminal (a Slurm log, a pipe) rich draws nothing;
+commands print plain lines there themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskProgressColumn,
+                           TextColumn, TimeElapsedColumn)
+from rich.table import Column
+from rich.text import Text
+
+
+class SteadyRemainingColumn(ProgressColumn):
+    """``ETA h:mm:ss`` = elapsed × (total − done) / done, the average rate over the whole task."""
+
+    def render(self, task: Task) -> Text:
+        if not task.total or not task.completed or task.elapsed is None or task.finished:
+            return Text("ETA -:--:--", style="progress.remaining")
+        seconds = task.elapsed * (task.total - task.completed) / task.completed
+        return Text(f"ETA {timedelta(seconds=round(seconds))}", style="progress.remaining")
+
+
+def progress_bar(description: str, console: Console, total: Optional[int] = None, info: bool = False,
+                 disable: bool = False) -> Progress:
+    """A transient bar ``description ━━━ 405/4000 0:01:02 ETA 0:09:11 [info]``: done/total when
+    ``total`` (the largest count, for the column's width) is given, else a percentage; ``info``
+    adds the task's ``info`` field last, the first thing a narrow terminal cuts."""
+    def fixed(width: int) -> Column:
+        return Column(no_wrap=True, min_width=width)
+
+    counts = (MofNCompleteColumn(table_column=fixed(2 * len(str(total)) + 1)) if total
+              else TaskProgressColumn(table_column=fixed(6)))
+    columns = [TextColumn(f"[bold]{description}[/bold]", table_column=fixed(len(description))),
+               BarColumn(bar_width=None, table_column=Column(min_width=10, ratio=1)), counts,
+               TimeElapsedColumn(table_column=fixed(7)), SteadyRemainingColumn(table_column=fixed(11))]
+    if info:
+        columns.append(TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis",
+                                                                             ratio=2)))
+    return Progress(*columns, console=console, transient=True, disable=disable)
