@@ -81,7 +81,7 @@ def load_positions(path: Union[str, Path], system) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise BoltzflowError(f"trajectory {path} not found")
+        raise BoltzflowError(f"trajectory {path} not found; simulate one with: boltzflow md SYSTEM --ns 1 --out {path}")
     try:
         if h5py.is_hdf5(path):
             with h5py.File(path, "r") as f:
