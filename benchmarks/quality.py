@@ -10,9 +10,13 @@ over seeds:
 - the reweighted φ > 0 population and ΔF(φ < 0 → φ > 0) with its bootstrap interval;
 - against ``--reference`` (an umbrella folder of ``boltzflow umbrella``): ΔF − ΔF_ref and, for a
   2-D (φ, ψ) folder, the total variation of the reweighted Ramachandran histogram;
+- with ``--ais K``: the same for samples corrected by annealed importance sampling (K levels,
+  HMC with 3 leapfrog steps, as ``boltzflow sample --ais K --ais-leapfrog 3``), written to
+  ``RUN/ais-K.h5`` (kept: a later call judges that file again), with its cost per sample;
 - the published anchors of the same system (CMT paper, Table 1), for scale.
 
     python benchmarks/quality.py --preset default --seeds 0,1,2 --reference refs/umbrella2d --markdown
+    python benchmarks/quality.py --preset default --seeds 2 --ais 16 --reference refs/umbrella2d
 """
 
 from __future__ import annotations
@@ -23,30 +27,47 @@ import statistics
 from pathlib import Path
 
 from boltzflow.analysis.report import free_energy_report, load_reference, samples_for
+from boltzflow.io import read_attributes, write_samples
 from boltzflow.training.config import resolve_config
-from boltzflow.training.run import train
+from boltzflow.training.correction import AISCorrection
+from boltzflow.training.run import load_run, train
 
 PUBLISHED = [("reverse KL (CMT paper, Table 1)", 2.56e8, 0.941), ("FAB", 2.13e8, 0.948),
              ("TA-BG", 1e8, 0.958), ("CMT", 1e8, 0.977)]
 DELTA = "phi_negative -> phi_positive"
 
 
-def judge(run_dir: Path, samples: int, seed: int, reference=None) -> dict:
-    """Fresh-sample quality of a trained run directory."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    drawn, run = samples_for(run_dir, n=samples, seed=seed)
+def quality(drawn, reference=None, prefix: str = "") -> dict:
+    """ESS, k̂, φ > 0, ΔF (and against ``reference``) of weighted samples; keys start with ``prefix``."""
     report = free_energy_report(drawn, reference, run=None)
     delta = report.delta_f.get(DELTA)
-    row = {"run": str(run_dir), "seed": summary["seed"], "evaluations": summary["evaluations"],
-           "wall_time_min": summary["wall_time"] / 60, "samples": samples, "ess": report.ess,
-           "khat": report.psis.khat, "phi_positive": report.populations["phi_positive"].value,
+    row = {"ess": report.ess, "khat": report.psis.khat, "phi_positive": report.populations["phi_positive"].value,
            "delta_f": None if delta is None else delta.value,
            "delta_f_interval": None if delta is None else [delta.low, delta.high]}
     if reference is not None and report.comparison is not None:
-        difference = report.comparison.delta_f_difference.get(DELTA)
-        row["delta_f_minus_reference"] = getattr(difference, "value", difference)
+        row["delta_f_minus_reference"] = report.comparison.delta_f_difference.get(DELTA)
         plane = report.comparison.ramachandran
         row["ramachandran_tv"] = None if plane is None else plane["total_variation"]
+    return {prefix + key: value for key, value in row.items()}
+
+
+def judge(run_dir: Path, samples: int, seed: int, reference=None, ais: int = 0) -> dict:
+    """Fresh-sample quality of a trained run directory (and of its AIS-corrected samples)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    drawn, _ = samples_for(run_dir, n=samples, seed=seed)
+    row = {"run": str(run_dir), "seed": summary["seed"], "evaluations": summary["evaluations"],
+           "wall_time_min": summary["wall_time"] / 60, "samples": samples, **quality(drawn, reference)}
+    if ais:
+        path = run_dir / f"ais-{ais}.h5"
+        if not path.is_file() or read_attributes(path)["n"] < samples:
+            write_samples(load_run(run_dir), path, samples, batch_size=1024, seed=seed, run_dir=run_dir,
+                          correction=AISCorrection(ais, "hmc", leapfrog=3))
+        attrs = read_attributes(path)
+        corrected, _ = samples_for(path)
+        row.update({"ais_levels": ais, "ais_samples": attrs["n"],
+                    "ais_gradient_evaluations_per_sample": attrs["ais_gradient_evaluations_per_sample"],
+                    "ais_ms_per_sample": 1e3 * attrs["sampling_seconds"] / attrs["n"],
+                    **quality(corrected, reference, "ais_")})
     return row
 
 
@@ -58,6 +79,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--set", dest="assignments", action="append", default=[], help="extra KEY=VALUE")
     parser.add_argument("--samples", type=int, default=100_000, help="fresh samples to judge each run on")
     parser.add_argument("--reference", type=Path, help="umbrella folder to compare ΔF with")
+    parser.add_argument("--ais", type=int, default=0, help="also judge AIS-corrected samples with this many levels")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"))
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
@@ -74,7 +96,7 @@ def main(argv=None) -> list[dict]:
                 from boltzflow.systems import load_system
                 system = load_system(args.system)
             reference = load_reference(args.reference, system)
-        rows.append(judge(run_dir, args.samples, 10_000 + seed, reference))
+        rows.append(judge(run_dir, args.samples, 10_000 + seed, reference, args.ais))
         print(json.dumps(rows[-1]), flush=True)
     if args.markdown:
         print(table(rows, args.preset))
@@ -85,20 +107,27 @@ def table(rows: list[dict], preset: str) -> str:
     lines = ["| run | target evaluations | wall time | Kish ESS | PSIS k̂ | φ > 0 (reweighted) | ΔF(φ<0 → φ>0) | − reference "
              "| Ramachandran TV |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        low, high = r["delta_f_interval"] or (float("nan"), float("nan"))
-        delta = float("nan") if r["delta_f"] is None else r["delta_f"]
-        diff = r.get("delta_f_minus_reference")
-        lines.append(f"| {preset}, seed {r['seed']} | {r['evaluations']:.2e} | {r['wall_time_min']:.1f} min | "
-                     f"{100 * r['ess']:.1f}% | {r['khat']:.2f} | {100 * r['phi_positive']:.3f}% | "
-                     f"{delta:.2f} ({low:.2f}–{high:.2f}) kT | "
-                     + ("–" if diff is None else f"{diff:+.2f} kT") + " | "
-                     + ("–" if r.get("ramachandran_tv") is None else f"{r['ramachandran_tv']:.3f}") + " |")
+        lines.append(_line(f"{preset}, seed {r['seed']}", f"{r['evaluations']:.2e}", f"{r['wall_time_min']:.1f} min", r))
+        if "ais_ess" in r:
+            lines.append(_line(f"{preset}, seed {r['seed']} + AIS {r['ais_levels']}",
+                               f"+ {r['ais_gradient_evaluations_per_sample']} gradients per sample",
+                               f"{r['ais_ms_per_sample']:.1f} ms per sample",
+                               {k[4:]: v for k, v in r.items() if k.startswith("ais_")}))
     ess = [r["ess"] for r in rows]
     lines.append(f"| **median of {len(rows)}** | | | **{100 * statistics.median(ess):.1f}%** "
                  f"(range {100 * min(ess):.1f}–{100 * max(ess):.1f}%) | | | | | |")
     for name, evaluations, published in PUBLISHED:
         lines.append(f"| published {name} | {evaluations:.2e} | GPU | {100 * published:.1f}% | | | | | |")
     return "\n".join(lines)
+
+
+def _line(name: str, cost: str, wall: str, r: dict) -> str:
+    low, high = r["delta_f_interval"] or (float("nan"), float("nan"))
+    delta = float("nan") if r["delta_f"] is None else r["delta_f"]
+    diff = r.get("delta_f_minus_reference")
+    return (f"| {name} | {cost} | {wall} | {100 * r['ess']:.1f}% | {r['khat']:.2f} | {100 * r['phi_positive']:.3f}% | "
+            f"{delta:.2f} ({low:.2f}–{high:.2f}) kT | " + ("–" if diff is None else f"{diff:+.2f} kT") + " | "
+            + ("–" if r.get("ramachandran_tv") is None else f"{r['ramachandran_tv']:.3f}") + " |")
 
 
 if __name__ == "__main__":

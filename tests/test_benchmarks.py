@@ -66,12 +66,15 @@ TINY_RUN = ["steps=2", "batch_size=8", "model.layers=2", "model.hidden=[16]", "f
 
 def test_quality_benchmark_runs_at_toy_size(tmp_path, capsys):
     bench = load("quality")
-    rows = bench.main(["--seeds", "0,1", "--samples", "64", "--out", str(tmp_path), "--markdown"]
+    rows = bench.main(["--seeds", "0,1", "--samples", "64", "--out", str(tmp_path), "--markdown", "--ais", "2"]
                       + [a for t in TINY_RUN for a in ("--set", t)])
     assert [r["seed"] for r in rows] == [0, 1]
     assert all(0 < r["ess"] <= 1 and r["evaluations"] == 16 for r in rows)
+    assert all(0 < r["ais_ess"] <= 1 and r["ais_samples"] == 64 and r["ais_gradient_evaluations_per_sample"] == 2 * 4
+               for r in rows)  # K (1 + L) gradients per sample: 2 levels, 3 leapfrog steps
+    assert (tmp_path / "default-seed0" / "ais-2.h5").is_file()
     out = capsys.readouterr().out
-    assert "| **median of 2** |" in out and "published TA-BG" in out
+    assert "| **median of 2** |" in out and "published TA-BG" in out and "| default, seed 1 + AIS 2 |" in out
 
 
 def test_weights_diagnosis_runs_at_toy_size(tmp_path, capsys):
