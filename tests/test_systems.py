@@ -1,6 +1,5 @@
 """Loading systems: shipped names, user folders and TOML files, and the promised errors."""
 
-import math
 import shutil
 
 import numpy as np

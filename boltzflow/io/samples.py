@@ -57,6 +57,7 @@ import torch
 
 import boltzflow
 
+from ..analysis.estimate import clean_log_weights
 from ..errors import BoltzflowError
 from .atomic import atomic_path
 
@@ -160,7 +161,7 @@ def _normalize_log_weights(dataset: h5py.Dataset, block: int) -> float:
     total = -math.inf
     for start in range(0, len(dataset), block):
         values = torch.from_numpy(dataset[start:start + block])
-        values = torch.where(torch.isnan(values) | (values == math.inf), torch.full_like(values, -math.inf), values)
+        values = clean_log_weights(values)
         dataset[start:start + block] = values.numpy()
         total = float(torch.logaddexp(torch.tensor(total, dtype=torch.float64), torch.logsumexp(values, 0)))
     if math.isfinite(total):
