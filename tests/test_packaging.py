@@ -74,3 +74,23 @@ def test_wheel_holds_every_module_and_is_what_gets_imported(installed):
     proc = subprocess.run([str(py), "-c", code], cwd=tmp, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).is_relative_to(tmp / "venv"), proc.stdout
+
+
+def test_every_module_imports_first():
+    """Each module imports on its own, as the first boltzflow module of a process: an import
+    cycle cannot hide behind the order in which other modules happened to be imported."""
+    script = (
+        "import importlib, sys\n"
+        "failed = []\n"
+        f"for name in {source_modules()!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'boltzflow' or m.startswith('boltzflow.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as error:\n"
+        "        failed.append(f'{name}: {error}')\n"
+        "print('\\n'.join(failed))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", result.stdout

@@ -18,6 +18,9 @@ from ..errors import BoltzflowError
 from .atomic import atomic_path
 
 
+LAST_CHECKPOINT = Path("checkpoints") / "last.pt"  # inside a run directory: where training resumes from
+
+
 def rng_state() -> dict[str, Any]:
     """Torch's CPU generator state and, when CUDA is in use, every device's."""
     state = {"cpu": torch.get_rng_state()}

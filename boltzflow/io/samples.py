@@ -57,9 +57,9 @@ import torch
 
 import boltzflow
 
-from ..analysis.estimate import clean_log_weights
 from ..errors import BoltzflowError
 from .atomic import atomic_path
+from .checkpoints import LAST_CHECKPOINT
 
 FORMAT, FORMAT_VERSION = "boltzflow-samples", 1
 UNITS = {"positions": "nm", "z": "internal coordinates (bonds and angles normalised, dihedrals in radians)",
@@ -99,7 +99,7 @@ def model_file(run_dir: Union[str, Path]) -> Path:
     """The model file ``load_run`` reads: ``model.pt``, else ``checkpoints/last.pt``."""
     run_dir = Path(run_dir)
     final = run_dir / "model.pt"
-    return final if final.is_file() else run_dir / "checkpoints" / "last.pt"
+    return final if final.is_file() else run_dir / LAST_CHECKPOINT
 
 
 def sha256(path: Union[str, Path]) -> str:
@@ -161,7 +161,7 @@ def _normalize_log_weights(dataset: h5py.Dataset, block: int) -> float:
     total = -math.inf
     for start in range(0, len(dataset), block):
         values = torch.from_numpy(dataset[start:start + block])
-        values = clean_log_weights(values)
+        values = values.nan_to_num(nan=-math.inf, posinf=-math.inf)  # weight 0, as analysis' clean_log_weights
         dataset[start:start + block] = values.numpy()
         total = float(torch.logaddexp(torch.tensor(total, dtype=torch.float64), torch.logsumexp(values, 0)))
     if math.isfinite(total):

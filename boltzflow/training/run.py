@@ -34,7 +34,7 @@ from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
 from ..errors import BoltzflowError
 from ..flows import Flow, ProductBase, spline_flow
 from ..io import atomic_path, model_file, read_toml, write_toml
-from ..io.checkpoints import read_tensors
+from ..io.checkpoints import LAST_CHECKPOINT, read_tensors
 from ..io.lock import LOCK_NAME, directory_lock
 from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
@@ -272,7 +272,7 @@ def check_run_dir(out: Union[str, Path], resume: bool) -> None:
         if not is_run:
             raise BoltzflowError(f"{out} is not empty and is not a boltzflow run directory (no config.toml of a "
                                  "run); choose another --out")
-    if not resume and (out / "checkpoints" / "last.pt").is_file():
+    if not resume and (out / LAST_CHECKPOINT).is_file():
         raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
 
@@ -280,7 +280,7 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
     """Check ``out`` (every process) and write config.toml (rank 0); returns whether to resume
     from a checkpoint."""
     check_run_dir(out, resume)
-    checkpoint = out / "checkpoints" / "last.pt"
+    checkpoint = out / LAST_CHECKPOINT
     resuming = resume and checkpoint.is_file()
     if resuming:
         saved = with_legacy(read_toml(out / "config.toml"))
@@ -359,7 +359,7 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     if not path.is_file():
         raise BoltzflowError(f"{run_dir} holds no trained model yet (no model.pt or checkpoints/last.pt)")
     state = read_tensors(path, map_location=device_of(config["device"]))
-    if path.name == "last.pt":
+    if path.name == LAST_CHECKPOINT.name:
         state = state.get("model") if isinstance(state, dict) else None
     try:
         run.model.load_state_dict(state)

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from ..errors import BoltzflowError
 from ..io import atomic_path, load_checkpoint, save_checkpoint
+from ..io.checkpoints import LAST_CHECKPOINT
 from . import distributed
 
 LossFn = Callable[[int], tuple[Tensor, dict]]
@@ -216,7 +217,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return self.run_dir / LAST_CHECKPOINT
 
     @property
     def metrics_path(self) -> Path:
