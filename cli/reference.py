@@ -56,7 +56,7 @@ def umbrella(
                                          "windows × windows); at least 2."),
     ps: float = typer.Option(200.0, help="Sampling time per window (ps), after the equilibration."),
     equilibration_ps: Optional[float] = typer.Option(None, help="Discarded at the start of each window (ps); "
-                                                                "default ps/10."),
+                                                                "default ps/10, at least 10 ps."),
     repeats: int = typer.Option(1, help="Independent repeats (seeds SEED, SEED+1, …); with 2 or more, errors "
                                         "come from their spread."),
     out: Path = typer.Option(Path("umbrella"), help="Output folder; rerun with the same settings to resume, or "

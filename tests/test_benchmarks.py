@@ -86,3 +86,16 @@ def test_weights_diagnosis_runs_at_toy_size(tmp_path, capsys):
     assert abs(sum(s["reweighted"] for name, s in result["states"].items()
                    if name.startswith("phi_")) - 1) < 1e-9   # φ < 0 and φ > 0 split the mass
     assert "| coordinate | kind |" in capsys.readouterr().out
+
+
+def test_umbrella_halves_runs_at_toy_size(tmp_path, capsys):
+    pytest.importorskip("pymbar")
+    from boltzflow.reference import run_umbrella
+    from boltzflow.systems import load_system
+
+    run_umbrella(load_system("alanine-dipeptide-vacuum"), cv="phi,psi", windows=3, ps=0.4, equilibration_ps=0.04,
+                 sample_interval=20, force_constant=20.0, repeats=2, bins=12, plane_bins=12, out=tmp_path)
+    result = load("umbrella_halves").main([str(tmp_path), "--markdown"])
+    first, second, drift = result["phi_negative -> phi_positive"].values()
+    assert drift[0] == pytest.approx(second[0] - first[0])  # mean of differences = difference of means
+    assert "| phi_negative → phi_positive |" in capsys.readouterr().out

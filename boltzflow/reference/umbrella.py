@@ -52,6 +52,7 @@ DATA_FILE, PMF_FILE, PLOT_FILE, RESULTS_FILE = "umbrella.h5", "pmf.csv", "pmf.pn
 HISTOGRAM_FILE, SURFACE_FILE = "ramachandran.npz", "ramachandran.png"
 CENTRE, FORCE_CONSTANT = "umbrella_theta0", "umbrella_k"
 PLANE_BINS = 64
+MIN_EQUILIBRATION_PS = 10.0  # default equilibration of a window at least this long
 LEGACY_SETTINGS = {"repeats": 1}  # settings absent from files written before they existed
 
 
@@ -106,6 +107,13 @@ def default_force_constant(windows: int, kT: float) -> float:
     return kT * (2 / (2 * math.pi / windows)) ** 2
 
 
+def default_equilibration_ps(ps: float) -> float:
+    """Equilibration of a window (ps) before ``ps`` of sampling: ps/10, at least
+    ``MIN_EQUILIBRATION_PS`` (2 ps after a 30° move left alanine dipeptide's (φ, ψ) windows
+    out of equilibrium by about 0.5 kT in ΔF; benchmarks/RESULTS.md)."""
+    return max(ps / 10, MIN_EQUILIBRATION_PS)
+
+
 def dihedral_restraint(atoms: tuple, force_constant: float, centre: str = CENTRE,
                        constant: str = FORCE_CONSTANT) -> openmm.CustomTorsionForce:
     """Periodic harmonic restraint on one dihedral; its centre is the global parameter
@@ -152,7 +160,8 @@ def run_umbrella(system, cv: Union[str, Sequence[str]] = "phi", windows: int = 3
             (restraint width half the spacing, e.g. 327 kJ/mol/rad² for 36 windows at 300 K).
         platform, properties: OpenMM platform and its properties (e.g. {"Threads": "1"}).
         seed: seeds velocities and Langevin noise of the first repeat; repeat r uses seed + r.
-        equilibration_ps: discarded at the start of each window; default ``ps / 10``.
+        equilibration_ps: discarded at the start of each window; default
+            ``default_equilibration_ps(ps)``.
         sample_interval: steps (fs) between CV samples.
         bins: PMF bins over [-π, π) (first CV).
         progress: called as ``progress(steps_done, steps_total)``.
@@ -166,7 +175,7 @@ def run_umbrella(system, cv: Union[str, Sequence[str]] = "phi", windows: int = 3
     kappa = default_force_constant(windows, system.kT) if force_constant is None else float(force_constant)
     if not kappa > 0:
         raise BoltzflowError(f"the force constant must be positive (kJ/mol/rad²), got {kappa}")
-    equilibration_ps = ps / 10 if equilibration_ps is None else equilibration_ps
+    equilibration_ps = default_equilibration_ps(ps) if equilibration_ps is None else equilibration_ps
     samples = round(ps / TIMESTEP_PS) // sample_interval
     if samples < 1 or equilibration_ps < 0:
         raise BoltzflowError(f"{ps} ps per window holds no sample every {sample_interval} steps "

@@ -40,7 +40,7 @@ def umbrella_reference(system, tmp_path_factory, one_openmm_thread):
     pytest.importorskip("pymbar")
     from boltzflow.reference import run_umbrella
 
-    return run_umbrella(system, "phi", windows=4, ps=0.5, sample_interval=50, bins=24,
+    return run_umbrella(system, "phi", windows=4, ps=0.5, equilibration_ps=0.05, sample_interval=50, bins=24,
                         out=tmp_path_factory.mktemp("umbrella") / "umbrella")
 
 

@@ -23,7 +23,7 @@ def test_md_command_writes_the_trajectory(tmp_path):
 
 def test_umbrella_command_prints_delta_f_and_writes_the_pmf(tmp_path):
     result = runner.invoke(app, ["umbrella", "alanine-dipeptide-vacuum", "--cv", "phi", "--windows", "4", "--ps", "0.5",
-                                 "--out", str(tmp_path), "--bins", "24"])
+                                 "--equilibration-ps", "0.05", "--out", str(tmp_path), "--bins", "24"])
     assert result.exit_code == 0, result.output
     assert "phi_negative → phi_positive" in result.output and "pmf.csv" in result.output
     assert (tmp_path / "pmf.csv").exists() and (tmp_path / "pmf.png").exists()
@@ -39,7 +39,8 @@ def test_help_shows_examples_and_bad_input_is_a_user_error(tmp_path):
 
 def test_2d_umbrella_command_reports_repeats_cost_and_the_plane(tmp_path):
     result = runner.invoke(app, ["umbrella", "alanine-dipeptide-vacuum", "--cv", "phi,psi", "--windows", "3",
-                                 "--ps", "0.3", "--repeats", "2", "--force-constant", "20", "--threads", "1",
+                                 "--ps", "0.3", "--equilibration-ps", "0.03", "--repeats", "2", "--force-constant", "20",
+                                 "--threads", "1",
                                  "--plane-bins", "12", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     words = " ".join(result.output.split())  # rich wraps lines and table cells at the runner's 80 columns

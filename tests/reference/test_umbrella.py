@@ -16,9 +16,10 @@ from boltzflow.energy.terms import dihedral_angles
 from boltzflow.errors import BoltzflowError
 from boltzflow.reference import analyse_umbrella, load_umbrella, run_umbrella
 from boltzflow.reference.simulation import FRICTION_PER_PS, TIMESTEP_PS, langevin_context
-from boltzflow.reference.umbrella import CENTRE, default_force_constant, dihedral_restraint, window_centres
+from boltzflow.reference.umbrella import (CENTRE, MIN_EQUILIBRATION_PS, default_equilibration_ps, default_force_constant,
+                                         dihedral_restraint, window_centres)
 
-TINY = dict(cv="phi", windows=4, ps=0.5, sample_interval=50, bins=24)  # weak default κ: windows overlap
+TINY = dict(cv="phi", windows=4, ps=0.5, equilibration_ps=0.05, sample_interval=50, bins=24)  # weak default κ
 
 
 class Interrupt(Exception):
@@ -53,12 +54,13 @@ def test_langevin_settings_and_window_layout(system):
     assert np.degrees(window_centres(4)).tolist() == pytest.approx([-180, -90, 0, 90])
     kappa = default_force_constant(36, system.kT)
     assert math.sqrt(system.kT / kappa) == pytest.approx(math.radians(10) / 2)  # width: half the spacing
+    assert (default_equilibration_ps(200), default_equilibration_ps(30)) == (20, MIN_EQUILIBRATION_PS)
 
 
 def test_tiny_umbrella_run_end_to_end(system, tmp_path):
     calls = []
     result = run_umbrella(system, out=tmp_path, progress=lambda d, t: calls.append((d, t)), **TINY)
-    assert calls[-1][0] == calls[-1][1] == 4 * (50 + 500)  # equilibration ps/10 + sampling, per window
+    assert calls[-1][0] == calls[-1][1] == 4 * (50 + 500)  # equilibration + sampling, per window
     assert {p.name for p in tmp_path.iterdir()} == {"umbrella.h5", "pmf.csv", "pmf.png", "free_energies.json"}
     data = load_umbrella(tmp_path)
     assert data["cv"].shape == (4, 10) and np.all(np.abs(data["cv"]) <= math.pi)
@@ -105,7 +107,8 @@ def test_umbrella_user_errors(system, tmp_path):
         analyse_umbrella(tmp_path)
 
 
-TINY_2D = dict(cv="phi,psi", windows=3, ps=0.4, sample_interval=40, force_constant=20.0, bins=12, plane_bins=12)
+TINY_2D = dict(cv="phi,psi", windows=3, ps=0.4, equilibration_ps=0.04, sample_interval=40, force_constant=20.0, bins=12,
+               plane_bins=12)
 
 
 def test_grid_windows_run_in_snake_order_so_each_move_is_one_step():
