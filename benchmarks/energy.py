@@ -28,7 +28,7 @@ import torch
 from boltzflow.energy.openmm_backend import OpenMMEvaluator, OpenMMPool
 from boltzflow.systems import load_system
 
-from timing import machine, measure
+from timing import machine, markdown_table, measure
 
 
 def conformations(system, batch: int, seed: int = 0) -> np.ndarray:
@@ -37,19 +37,24 @@ def conformations(system, batch: int, seed: int = 0) -> np.ndarray:
     return system.positions[None] + 0.01 * rng.standard_normal((batch, system.n_atoms, 3))
 
 
-def torch_contender(system, xyz: np.ndarray, device: str, compile: bool):
-    energy = system.energy("torch", compile=compile).to(device, torch.float32)
-    x = torch.tensor(xyz, dtype=torch.float32, device=device)
+def energy_and_forces(energy, x: torch.Tensor):
+    """A call of ``energy`` on positions ``x`` [B, N, 3] nm and its gradient, returning
+    (u [B] in kT, ∂u/∂x [B, N, 3] in kT/nm); on CUDA it waits for the kernels."""
 
     def run():
         positions = x.clone().requires_grad_()
         u = energy(positions)
         (grad,) = torch.autograd.grad(u.sum(), positions)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
         return u, grad
 
     return run
+
+
+def torch_contender(system, xyz: np.ndarray, device: str, compile: bool, dtype: torch.dtype = torch.float32):
+    energy = system.energy("torch", compile=compile).to(device, dtype)
+    return energy_and_forces(energy, torch.tensor(xyz, dtype=dtype, device=device))
 
 
 def contenders(system, xyz: np.ndarray, loop_size: int):
@@ -93,9 +98,7 @@ def main() -> None:
     print(f"{system.name}, batch {args.batch}, energy + forces, median of {args.repeats}")
     print(machine(OpenMM=openmm.__version__))
     if args.markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        print(markdown_table(header, rows))
     else:
         from rich.console import Console
         from rich.table import Table

@@ -40,7 +40,7 @@ from torch import nn
 
 from boltzflow.flows import Circle, Interval, spline_flow
 
-from timing import machine, measure
+from timing import machine, markdown_table, measure
 
 OPERATIONS = ("sample_and_log_prob", "ML step", "reverse-KL step")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -56,6 +56,7 @@ class Config:
     activation: str = "gelu"
     dtype: torch.dtype = torch.float32
     seed: int = 0
+    device: str = "cpu"
 
 
 def domains(n_bonds: int = 21, n_angles: int = 20, n_dihedrals: int = 19):
@@ -78,7 +79,7 @@ def build_boltzflow(doms, cfg: Config) -> nn.Module:
     flow = spline_flow(doms, layers=cfg.layers, bins=cfg.bins,
                        hidden=(cfg.hidden,) * (2 * cfg.blocks + 1), residual=True,
                        activation=ACTIVATIONS[cfg.activation], seed=cfg.seed)
-    return flow.to(cfg.dtype)
+    return flow.to(cfg.device, cfg.dtype)
 
 
 def build_normflows(doms, cfg: Config, unconditional: bool = True) -> nn.Module:
@@ -130,7 +131,7 @@ def build_normflows(doms, cfg: Config, unconditional: bool = True) -> nn.Module:
         layers.append(layer)
         if i < cfg.layers - 1:
             layers.append(nf.flows.PeriodicShift(ind_circ, bound=math.pi, shift=0.5))
-    return nf.NormalizingFlow(BoxUniform(bound), layers).to(cfg.dtype)
+    return nf.NormalizingFlow(BoxUniform(bound), layers).to(cfg.device, cfg.dtype)
 
 
 def n_params(module: nn.Module) -> int:
@@ -148,14 +149,14 @@ def quadratic_target(center: torch.Tensor, scale: torch.Tensor) -> Callable:
     return lambda x: -0.5 * (((x - center) / scale) ** 2).sum(-1)
 
 
-def data_batch(doms, n: int, dtype, centred: bool, seed: int = 1) -> torch.Tensor:
+def data_batch(doms, n: int, dtype, centred: bool, seed: int = 1, device: str = "cpu") -> torch.Tensor:
     """Fixed points inside the domains (centred on the interval midpoints for normflows)."""
     g = torch.Generator().manual_seed(seed)
     low = torch.tensor([d.low for d in doms], dtype=torch.float64)
     high = torch.tensor([d.high for d in doms], dtype=torch.float64)
     u = 0.02 + 0.96 * torch.rand(n, len(doms), generator=g, dtype=torch.float64)
     x = low + (high - low) * u
-    return (x - (low + high) / 2 if centred else x).to(dtype)
+    return (x - (low + high) / 2 if centred else x).to(device, dtype)
 
 
 def flow_contenders(name: str, flow: nn.Module, sample: Callable, log_prob: Callable,
@@ -184,7 +185,7 @@ def flow_contenders(name: str, flow: nn.Module, sample: Callable, log_prob: Call
             (OPERATIONS[2], name): rkl_step}
 
 
-def floor_contenders(shapes: Sequence[tuple[int, int]], batch: int, dtype) -> dict:
+def floor_contenders(shapes: Sequence[tuple[int, int]], batch: int, dtype, device: str = "cpu") -> dict:
     """The conditioners' matrix products alone: forward, and forward + backward.
 
     Per Linear(in, out) at batch B: forward ``addmm`` [B, in] x [in, out] (as nn.Linear);
@@ -192,10 +193,10 @@ def floor_contenders(shapes: Sequence[tuple[int, int]], batch: int, dtype) -> di
     (gradient of the weight).
     """
     g = torch.Generator().manual_seed(2)
-    mats = [(torch.randn(batch, n_in, generator=g).to(dtype),
-             (torch.randn(n_out, n_in, generator=g) / n_in ** 0.5).to(dtype),
-             torch.zeros(n_out, dtype=dtype),
-             torch.randn(batch, n_out, generator=g).to(dtype)) for n_in, n_out in shapes]
+    mats = [(torch.randn(batch, n_in, generator=g).to(device, dtype),
+             (torch.randn(n_out, n_in, generator=g) / n_in ** 0.5).to(device, dtype),
+             torch.zeros(n_out, dtype=dtype, device=device),
+             torch.randn(batch, n_out, generator=g).to(device, dtype)) for n_in, n_out in shapes]
 
     def forward():
         for x, w, b, _ in mats:
@@ -214,12 +215,12 @@ def floor_contenders(shapes: Sequence[tuple[int, int]], batch: int, dtype) -> di
 def build_contenders(cfg: Config, with_normflows: bool = True):
     """(operation, contender) → callable, ordered by operation; and the models by name."""
     doms = domains()
-    mid = torch.tensor([(d.low + d.high) / 2 for d in doms], dtype=cfg.dtype)
-    half = torch.tensor([(d.high - d.low) / 2 for d in doms], dtype=cfg.dtype)
+    mid = torch.tensor([(d.low + d.high) / 2 for d in doms], dtype=cfg.dtype, device=cfg.device)
+    half = torch.tensor([(d.high - d.low) / 2 for d in doms], dtype=cfg.dtype, device=cfg.device)
     flow = build_boltzflow(doms, cfg)
     models = {"boltzflow": flow}
     runs = flow_contenders("boltzflow", flow, flow.sample_and_log_prob, flow.log_prob,
-                           data_batch(doms, cfg.batch, cfg.dtype, centred=False),
+                           data_batch(doms, cfg.batch, cfg.dtype, centred=False, device=cfg.device),
                            quadratic_target(mid, half / 2), cfg.batch)
     if with_normflows:
         for name, unconditional in (("normflows", True), ("normflows-lean", False)):
@@ -227,9 +228,9 @@ def build_contenders(cfg: Config, with_normflows: bool = True):
             models[name] = model
             runs.update(flow_contenders(
                 name, model, model.sample, model.log_prob,
-                data_batch(doms, cfg.batch, cfg.dtype, centred=True),
+                data_batch(doms, cfg.batch, cfg.dtype, centred=True, device=cfg.device),
                 quadratic_target(torch.zeros_like(mid), half / 2), cfg.batch))
-    runs.update(floor_contenders(linear_shapes(flow), cfg.batch, cfg.dtype))
+    runs.update(floor_contenders(linear_shapes(flow), cfg.batch, cfg.dtype, cfg.device))
     order = sorted(runs, key=lambda key: OPERATIONS.index(key[0]))  # stable: keeps contenders' order
     return {key: runs[key] for key in order}, models
 
@@ -259,7 +260,8 @@ def normflows_version() -> str:
     return normflows.__version__
 
 
-def render(rows: list[dict], markdown: bool) -> None:
+def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The header and the cells of the table of ``summarize``'s rows (times in ms, ratios)."""
     ms = lambda s: f"{1e3 * s:.1f}"
     header = ["operation", "boltzflow ms"]
     with_nf = "normflows" in rows[0]
@@ -275,10 +277,13 @@ def render(rows: list[dict], markdown: bool) -> None:
                   ms(r["normflows-lean"]), f"{r['normflows-lean/boltzflow']:.2f}x"]
         c += [ms(r["floor"]), f"{r['boltzflow/floor']:.2f}x"]
         cells.append(c)
+    return header, cells
+
+
+def render(rows: list[dict], markdown: bool) -> None:
+    header, cells = table_cells(rows)
     if markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for c in cells:
-            print("| " + " | ".join(c) + " |")
+        print(markdown_table(header, cells))
         return
     from rich.console import Console
     from rich.table import Table

@@ -5,22 +5,27 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 
-def measure(runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def measure(runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
+            device: str = "cpu") -> dict[str, list[float]]:
     """Seconds per call of each contender, interleaved A, B, C, A, B, C, ... so that a shared
-    machine's drift hits every contender alike."""
+    machine's drift hits every contender alike. On a CUDA ``device`` each time includes
+    waiting for the call's kernels to finish."""
+    wait = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for run in runs.values():
         for _ in range(warmup):
             run()
     times = {key: [] for key in runs}
     for _ in range(repeats):
         for key, run in runs.items():
+            wait()
             start = time.perf_counter()
             run()
+            wait()
             times[key].append(time.perf_counter() - start)
     return times
 
@@ -36,3 +41,9 @@ def machine(**versions: str) -> str:
     extra = "".join(f", {name} {version}" for name, version in versions.items())
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
             f"{extra}, Python {platform.python_version()}")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table of string cells, one sequence a row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

@@ -4,6 +4,7 @@ They check that the scripts work and print their table, not their timings.
 """
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -99,3 +100,54 @@ def test_umbrella_halves_runs_at_toy_size(tmp_path, capsys):
     first, second, drift = result["phi_negative -> phi_positive"].values()
     assert drift[0] == pytest.approx(second[0] - first[0])  # mean of differences = difference of means
     assert "| phi_negative → phi_positive |" in capsys.readouterr().out
+
+
+def test_gpu_check_runs_every_stage_tiny_on_the_cpu(tmp_path, capsys):
+    bench = load("gpu_check")
+    out = tmp_path / "check"
+    assert bench.main(["--out", str(out), "--cpu-smoke"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    stages = report["stages"]
+    assert {name: stage["status"] for name, stage in stages.items()} == dict.fromkeys(bench.STAGES, "ok")
+    accuracy = stages["energies"]["results"]["alanine-dipeptide · torch cpu float64 eager · batch 4 + accuracy"]
+    assert accuracy["max_dF"] < 1e-6 * accuracy["max_F"]   # the force field matches OpenMM's Reference
+    assert stages["training"]["results"]["training"]["steps"] == 3
+    assert [r["samples"] for r in stages["sampling"]["results"].values()] == [64, 64]
+    (tests,) = stages["correctness"]["results"].values()
+    assert tests["failed"] == 0 and tests["skipped"] > 0   # the CUDA cases skip on the CPU
+    markdown = (out / "results.md").read_text()
+    assert "| training | ok |" in markdown and "| reverse-KL step |" in markdown
+    assert "results.md" in capsys.readouterr().out
+
+
+def test_gpu_check_kills_a_stage_at_its_cap_and_goes_on(tmp_path):
+    bench = load("gpu_check")
+    assert bench.main(["--out", str(tmp_path), "--cpu-smoke", "--stages", "flows,environment",
+                       "--cap", "flows=0.01"]) == 1
+    stages = json.loads((tmp_path / "results.json").read_text())["stages"]
+    assert stages["flows"]["status"] == "timeout" and "0.01 s cap" in stages["flows"]["error"]
+    assert stages["environment"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stages", "flows,gpu"], "--stages 'flows,gpu': choose from"),
+    (["--cap", "flows=soon"], "--cap 'flows=soon': write STAGE=SECONDS"),
+    (["--out", "FILE"], "is a file; name a folder"),
+])
+def test_gpu_check_bad_input_is_one_line(tmp_path, capsys, args, message):
+    bench = load("gpu_check")
+    (tmp_path / "FILE").write_text("")
+    args = [str(tmp_path / a) if a == "FILE" else a for a in args]
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--out", str(tmp_path / "check"), *args, "--cpu-smoke"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_0(tmp_path, capsys):
+    bench = load("gpu_check")
+    if bench.torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert bench.main(["--out", str(tmp_path / "check")]) == 0
+    assert "no CUDA device" in capsys.readouterr().out and not (tmp_path / "check").exists()
+
