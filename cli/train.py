@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import signal
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -69,12 +67,13 @@ def train(
       torchrun --nproc-per-node 2 -m boltzflow.cli.app train alanine-dipeptide --batch-size 512
     """
     from boltzflow.training.run import EARLY_STOP_EXIT_CODE
+    from boltzflow.training.trainer import on_stop_signals
 
     # a stop signal at any moment ends the command with 75 (requeue, then --resume); inside the
     # training loop the trainer takes the signals over and writes a checkpoint first
     stopped = {"hint": f"run the same command again with --resume{'' if out else ' --out RUN'}"}
     try:
-        with _stop_signals_exit():
+        with on_stop_signals(_raise_stopped):
             _train(system, objective, steps, batch_size, lr, config, preset, out, device, seed, threads, resume,
                    time_limit, assignments, stopped)
     except _Stopped as stop:
@@ -155,24 +154,10 @@ class _Stopped(Exception):
     """A stop signal (its name) outside the training loop."""
 
 
-@contextmanager
-def _stop_signals_exit() -> Iterator[None]:
-    """SIGTERM, SIGINT and SIGUSR1 raise ``_Stopped``: the command then exits 75 like a stop
-    inside the loop, so a Slurm batch script requeues it whenever the signal comes."""
-    from boltzflow.training.trainer import STOP_SIGNALS
-
-    def stop(number, frame):
-        raise _Stopped(signal.Signals(number).name)
-
-    try:
-        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread: leave the handlers alone
-        previous = {}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def _raise_stopped(name: str) -> None:
+    """Outside the training loop a stop signal raises ``_Stopped``: the command then exits 75
+    like a stop inside the loop, so a Slurm batch script requeues it whenever the signal comes."""
+    raise _Stopped(name)
 
 
 def _final_report(run, out: Path, settings: dict):

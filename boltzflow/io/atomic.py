@@ -11,6 +11,13 @@ from typing import Iterator, Union
 from ..errors import BoltzflowError
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its closest existing ancestor (a folder to create it in)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_writable(path: Union[str, Path], what: str = "output file", directory: bool = False) -> Path:
     """Raise a one-line ``BoltzflowError`` unless ``path`` (a file, or with ``directory`` a
     folder to write files into) can be written, before any work starts: a file must not be
@@ -20,9 +27,7 @@ def check_writable(path: Union[str, Path], what: str = "output file", directory:
     path = Path(path)
     if not directory and path.is_dir():
         raise BoltzflowError(f"cannot write the {what} {path}: it is a directory; name a file")
-    ancestor = path if directory else path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(path if directory else path.parent)
     if not ancestor.is_dir():
         raise BoltzflowError(f"cannot write the {what} {path}: {ancestor} is a file, not a folder")
     try:

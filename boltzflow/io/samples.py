@@ -58,7 +58,7 @@ import torch
 import boltzflow
 
 from ..errors import BoltzflowError
-from .atomic import atomic_path
+from .atomic import atomic_path, nearest_existing
 from .checkpoints import LAST_CHECKPOINT
 
 FORMAT, FORMAT_VERSION = "boltzflow-samples", 1
@@ -193,10 +193,7 @@ def check_disk(path: Path, n: int, resample: int, n_atoms: int, itemsize: int) -
     (an upper bound: uncompressed positions, z, weights, labels and resampled conformations)."""
     per_sample = (3 * n_atoms + 3 * n_atoms - 6) * itemsize + 128
     need = n * per_sample + resample * (3 * n_atoms * itemsize + 8)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(nearest_existing(path.parent)).free
     if need > free:
         raise BoltzflowError(f"{n:,} samples{f' and {resample:,} resampled conformations' if resample else ''} need "
                              f"up to {need / 1e9:,.1f} GB in {path}, but {free / 1e9:,.1f} GB are free there; "

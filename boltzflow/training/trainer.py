@@ -168,12 +168,13 @@ class Schedule:
 
 
 @contextmanager
-def _stop_on_signals(flag: dict) -> Iterator[None]:
-    """Turn stop signals into ``flag['signal'] = name`` for the duration (main thread only)."""
+def on_stop_signals(handle: Callable[[str], None]) -> Iterator[None]:
+    """Call ``handle(signal name)`` on SIGTERM, SIGINT and SIGUSR1 for the duration (main
+    thread only; elsewhere the handlers are left alone); the previous handlers come back after."""
     try:
-        previous = {s: signal.signal(s, lambda n, f: flag.__setitem__("signal", signal.Signals(n).name))
+        previous = {s: signal.signal(s, lambda number, frame: handle(signal.Signals(number).name))
                     for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread: leave the handlers alone
+    except ValueError:  # not the main thread
         previous = {}
     try:
         yield
@@ -341,7 +342,8 @@ class Trainer:
         # a run that starts (again) from step 0 starts its metrics afresh: a run killed before its
         # first checkpoint and started again must not log its steps twice
         mode = "a" if resume else "w"
-        with _stop_on_signals(flag), (open(self.metrics_path, mode) if main else nullcontext()) as metrics:
+        stop = on_stop_signals(lambda name: flag.__setitem__("signal", name))
+        with stop, (open(self.metrics_path, mode) if main else nullcontext()) as metrics:
             while self.step < self.schedule.steps:
                 t0 = time.monotonic()
                 loss, stats = self._train_step()
