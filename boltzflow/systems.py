@@ -38,10 +38,14 @@ def available_systems() -> dict[str, Path]:
     return {p.name: p for p in sorted(_library().iterdir()) if (p / "system.toml").is_file()}
 
 
-def system_descriptions() -> dict[str, str]:
-    """One-line description of each shipped system, by name."""
-    return {name: tomllib.loads((folder / "system.toml").read_text()).get("description", "")
-            for name, folder in available_systems().items()}
+def system_descriptions() -> dict[str, tuple[str, int]]:
+    """(one-line description, number of atoms) of each shipped system, by name."""
+    out = {}
+    for name, folder in available_systems().items():
+        spec = tomllib.loads((folder / "system.toml").read_text())
+        lines = (folder / spec.get("structure", "structure.pdb")).read_text().splitlines()
+        out[name] = (spec.get("description", ""), sum(line.startswith(("ATOM", "HETATM")) for line in lines))
+    return out
 
 
 class SystemFileError(BoltzflowError):

@@ -44,21 +44,63 @@ app.add_typer(systems_app, name="systems")
 
 @systems_app.callback()
 def systems_list(ctx: typer.Context) -> None:
-    """List the shipped molecular systems with a one-line description.
+    """List the shipped molecular systems: atoms, dimensions (3N − 6) and a one-line description.
 
-    [bold]Examples[/bold]: boltzflow systems · boltzflow systems show alanine-dipeptide
+    [bold]Examples[/bold]: boltzflow systems · boltzflow systems show alanine-tetrapeptide ·
+    boltzflow systems new my-peptide --sequence GYDPETGTW
     """
     if ctx.invoked_subcommand is not None:
         return
     from boltzflow.systems import system_descriptions
 
     table = Table(title="molecular systems")
-    table.add_column("name", style="bold")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("atoms", justify="right")
+    table.add_column("dimensions", justify="right")
     table.add_column("description")
-    for name, description in system_descriptions().items():
-        table.add_row(name, description)
+    for name, (description, n_atoms) in system_descriptions().items():
+        table.add_row(name, str(n_atoms), str(3 * n_atoms - 6), description)
     console.print(table)
-    console.print("A folder with system.toml, or a .toml path, works wherever a name does.")
+    console.print("A folder with system.toml, or a .toml path, works wherever a name does; "
+                  "[bold]boltzflow systems new[/bold] writes one from a sequence or a PDB file.")
+
+
+@systems_app.command("new")
+def systems_new(
+    folder: Path = typer.Argument(..., help="Folder to write (new, or empty): system.toml and structure.pdb."),
+    sequence: Optional[str] = typer.Option(None, "--sequence", help="One-letter codes of a peptide, "
+                                           "capped with Ace and Nme, e.g. AAA (alanine tetrapeptide)."),
+    pdb: Optional[Path] = typer.Option(None, "--pdb", help="A structure instead; hydrogens are added where missing."),
+    forcefield: Optional[list[str]] = typer.Option(None, "--forcefield", help="OpenMM force-field XML, repeated "
+                                                   "(default: amber99sbildn.xml amber99_obc.xml)."),
+    temperature: float = typer.Option(300.0, "--temperature", help="Temperature (K)."),
+    name: Optional[str] = typer.Option(None, "--name", help="System name (default: the folder's name)."),
+) -> None:
+    """Write a new system folder from a peptide sequence or a PDB file.
+
+    Hydrogens come from OpenMM's Modeller (pH 7), the structure is minimised, chiral centres
+    are found from the bonds with the handedness of the structure, and a peptide's φ/ψ are
+    named (phi1, psi1, …) with their states. The folder then works wherever a system name does.
+
+    [bold]Examples[/bold]:
+
+    boltzflow systems new my-peptide --sequence AAA
+
+    boltzflow systems new mine --pdb mine.pdb --forcefield amber14-all.xml --forcefield implicit/gbn2.xml
+
+    boltzflow train my-peptide --out runs/my-peptide
+    """
+    import shlex
+
+    from boltzflow.system_builder import DEFAULT_FORCEFIELD, new_system
+
+    words = ["boltzflow systems new", folder.name] + (["--sequence", sequence] if sequence else [])
+    words += (["--pdb", pdb.name] if pdb else []) + [w for f in forcefield or () for w in ("--forcefield", f)]
+    words += (["--temperature", f"{temperature:g}"] if temperature != 300.0 else []) + (["--name", name] if name else [])
+    made_by = " ".join(shlex.quote(w) if w != words[0] else w for w in words)
+    out = new_system(folder, sequence=sequence, pdb=pdb, forcefield=forcefield or DEFAULT_FORCEFIELD,
+                     temperature=temperature, name=name, made_by=made_by)
+    systems_show(str(out))
 
 
 @systems_app.command("show")

@@ -8,13 +8,13 @@ system.
 """
 
 from .cartesian import CartesianBlock
-from .chirality import D, L, chirality, has_expected_chirality, signed_volumes
+from .chirality import D, L, chirality, find_chiral_centers, has_expected_chirality, signed_volumes
 from .internal import InternalCoordinates, for_system
 from .normalization import Normalization, circular_mean
 from .zmatrix import ZMatrix, ZMatrixError, build_zmatrix
 
 __all__ = [
     "CartesianBlock", "D", "InternalCoordinates", "L", "Normalization", "ZMatrix", "ZMatrixError",
-    "build_zmatrix", "chirality", "circular_mean", "for_system", "has_expected_chirality",
+    "build_zmatrix", "chirality", "circular_mean", "find_chiral_centers", "for_system", "has_expected_chirality",
     "signed_volumes",
 ]

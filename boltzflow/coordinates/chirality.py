@@ -59,3 +59,53 @@ def has_expected_chirality(xyz: Tensor, centers: Sequence[dict]) -> Tensor:
     expected = torch.tensor([L if c.get("expected", "L") == "L" else D for c in centers],
                             dtype=torch.int8, device=xyz.device)
     return (chirality(xyz, centers) == expected).all(-1)
+
+
+def _graph_classes(elements: Sequence[str], neighbours: Sequence[Sequence[int]]) -> list[int]:
+    """Colour refinement of a molecular graph: atoms in different classes are constitutionally
+    different (same class: equivalent for every molecule short of pathological symmetry)."""
+    labels = {symbol: k for k, symbol in enumerate(sorted(set(elements)))}
+    classes = [labels[e] for e in elements]
+    while True:
+        signatures = [(classes[i], tuple(sorted(classes[j] for j in neighbours[i]))) for i in range(len(classes))]
+        ranks = {s: k for k, s in enumerate(sorted(set(signatures)))}
+        refined = [ranks[s] for s in signatures]
+        if len(ranks) == len(set(classes)):
+            return refined
+        classes = refined
+
+
+def find_chiral_centers(topology, positions) -> list[dict]:
+    """Every atom with four bonded substituents of four different kinds, with the handedness
+    it has in ``positions`` [n_atoms, 3]: dicts for ``system.toml`` (name, center,
+    substituents, expected).
+
+    ``topology``: an mdtraj Topology with bonds. An amino acid's Cα lists its substituents as
+    N, C′, Cβ, Hα, so that ``expected`` reads L or D as in biochemistry; any other centre lists
+    them by constitutional class, and ``expected`` records the sign of its signed volume in
+    the given structure with the same rule (V > 0: "L").
+    """
+    elements = [a.element.symbol if a.element is not None else a.name for a in topology.atoms]
+    neighbours: list[list[int]] = [[] for _ in elements]
+    for bond in topology.bonds:
+        neighbours[bond.atom1.index].append(bond.atom2.index)
+        neighbours[bond.atom2.index].append(bond.atom1.index)
+    classes = _graph_classes(elements, neighbours)
+    xyz = torch.as_tensor(positions, dtype=torch.float64)[None]
+    centers = []
+    for atom in topology.atoms:
+        around = neighbours[atom.index]
+        if len(around) != 4 or elements[atom.index] == "H" or len({classes[j] for j in around}) < 4:
+            continue
+        names = {topology.atom(j).name: j for j in around}
+        if atom.name == "CA" and {"N", "C", "CB"} <= set(names) and len(names) == 4:
+            (hydrogen,) = set(names) - {"N", "C", "CB"}
+            substituents = [names["N"], names["C"], names["CB"], names[hydrogen]]
+        else:
+            substituents = sorted(around, key=lambda j: classes[j], reverse=True)
+        row = [[atom.index, *substituents]]
+        label = "L" if chirality(xyz, row)[0, 0] > 0 else "D"
+        residue = atom.residue
+        centers.append({"name": f"{atom.name} {residue.name}{residue.resSeq}", "center": atom.index,
+                        "substituents": substituents, "expected": label})
+    return centers

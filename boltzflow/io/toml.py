@@ -27,15 +27,30 @@ def _value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} {value!r} to TOML")
 
 
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else json.dumps(key)
+
+
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def dumps_toml(data: dict) -> str:
-    """TOML text of ``data``: top-level scalars first, then one ``[table]`` per nested dict."""
-    lines = [f"{key} = {_value(v)}" for key, v in data.items() if not isinstance(v, dict)]
+    """TOML text of ``data``: top-level scalars first, then one ``[table]`` per nested dict
+    (its own dict values written inline), then one ``[[array]]`` entry per dict of a list of dicts."""
+    lines = [f"{_key(key)} = {_value(v)}" for key, v in data.items() if not isinstance(v, dict) and not _is_table_list(v)]
     for key, table in data.items():
         if isinstance(table, dict):
-            lines += ["", f"[{key}]"] + [f"{k} = {_value(v)}" for k, v in table.items()]
+            lines += ["", f"[{_key(key)}]"] + [f"{_key(k)} = {_value(v)}" for k, v in table.items()]
+    for key, tables in data.items():
+        if _is_table_list(tables):
+            for table in tables:
+                lines += ["", f"[[{_key(key)}]]"] + [f"{_key(k)} = {_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -40,14 +40,17 @@ def ic(request):
     return ALA2.internal_coordinates(reference=md_like_frames(200), cartesian_atoms=MIXED_ATOMS)
 
 
-def test_every_point_of_the_domains_is_l_alanine():
+@pytest.mark.parametrize("name", ["alanine-dipeptide", "alanine-tetrapeptide", "alanine-hexapeptide"])
+def test_every_point_of_the_domains_has_the_declared_chirality(name):
     """Branch dihedrals are intervals: no point of the flow's domains is a mirror image."""
-    ic = ALA2.internal_coordinates()
+    system = load_system(name)
+    ic = system.internal_coordinates()
     torch.manual_seed(0)
     z = ProductBase(ic.domains).sample(20_000).double()
-    assert has_expected_chirality(ic(z)[0], ALA2.chiral_centers).all()
-    z = ProductBase(ic.domains[:41] + (Circle(),) * 19).sample(20_000).double()   # all dihedrals circles
-    assert has_expected_chirality(ic(z)[0], ALA2.chiral_centers).float().mean() < 0.8
+    assert has_expected_chirality(ic(z)[0], system.chiral_centers).all()
+    n_dihedrals = len(ic.zmatrix.dihedrals)
+    z = ProductBase(ic.domains[:-n_dihedrals] + (Circle(),) * n_dihedrals).sample(20_000).double()   # all circles
+    assert has_expected_chirality(ic(z)[0], system.chiral_centers).float().mean() < 0.8
 
 
 def test_layout_and_domains_of_alanine_dipeptide():
@@ -126,6 +129,8 @@ MOLECULES = {
     "alanine-dipeptide-from-CA": lambda: ALA2.internal_coordinates(zmatrix=build_zmatrix(ALA2.topology, backbone=[8, 6])),
     "alanine-dipeptide-mixed": lambda: ALA2.internal_coordinates(md_like_frames(200), MIXED_ATOMS),
     "capped-phenylalanine": phenylalanine_ic,
+    "alanine-tetrapeptide": lambda: load_system("alanine-tetrapeptide").internal_coordinates(),
+    "alanine-hexapeptide": lambda: load_system("alanine-hexapeptide").internal_coordinates(),
 }
 
 

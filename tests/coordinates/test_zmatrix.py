@@ -9,7 +9,10 @@ from boltzflow.coordinates import ZMatrix, ZMatrixError, build_zmatrix
 from boltzflow.errors import BoltzflowError
 from boltzflow.systems import available_systems, load_system
 
-from .molecules import capped_peptide
+from boltzflow.peptides import capped_peptide
+from boltzflow.system_builder import parametrise
+
+from .molecules import capped_peptide as capped_residue
 
 ALA2 = load_system("alanine-dipeptide")
 # a valid Z-matrix that starts from N instead of the automatic CH3 (atom order of the literature)
@@ -28,8 +31,10 @@ def neighbours(topology):
 
 
 CASES = {
-    "alanine-dipeptide": lambda: (ALA2.topology, ()),
-    "capped-phenylalanine": lambda: (capped_peptide("PHE"), ()),
+    **{name: (lambda name=name: (load_system(name).topology, ())) for name in available_systems()},
+    "capped-twenty-amino-acids": lambda: (mdtraj.Topology.from_openmm(
+        parametrise(*capped_peptide("ACDEFGHIKLMNPQRSTVWY"), ["amber99sbildn.xml"])[0]), ()),
+    "capped-phenylalanine": lambda: (capped_residue("PHE"), ()),
     "alanine-dipeptide-mixed": lambda: (ALA2.topology, (6, 8, 9, 10, 14)),
 }
 
@@ -51,6 +56,15 @@ def test_automatic_zmatrix_places_every_atom_once_from_earlier_bonded_atoms(case
         if angle >= 0:
             assert angle in bonded[bond], f"row {k}: angle reference {angle} is not bonded to {bond}"
         placed.add(atom)
+
+
+@pytest.mark.parametrize("name", sorted(available_systems()))
+def test_named_dihedrals_of_every_shipped_system_are_coordinates(name):
+    system = load_system(name)
+    zm = build_zmatrix(system.topology)
+    assert len(zm.bonds) + len(zm.angles) + len(zm.dihedrals) == 3 * system.n_atoms - 6
+    for quad in system.dihedrals.values():
+        assert zm.dihedrals[zm.dihedral_index(quad)] in (quad, quad[::-1])
 
 
 def test_alanine_dipeptide_has_60_coordinates_with_phi_and_psi_among_them():
