@@ -35,24 +35,38 @@ def _save(figure, path: Union[str, Path]) -> Path:
     return path
 
 
-def plot_ramachandran(surfaces: Mapping[str, Surface], path: Union[str, Path], max_free_energy: float = 10.0,
-                      labels: tuple[str, str] = ("φ", "ψ"), fill_empty: bool = False) -> Path:
-    """Free-energy surfaces side by side (e.g. flow, reweighted flow, reference), one colour
-    scale from 0 to ``max_free_energy`` kT; empty bins white, or (``fill_empty``, for a
-    reference that covered the whole plane) in the colour of ``max_free_energy`` and above.
-    Returns ``path``."""
-    figure = _figure(figsize=(4.2 * len(surfaces) + 0.8, 3.8), constrained_layout=True)
-    axes = figure.subplots(1, len(surfaces), squeeze=False)
+def cv_symbol(name: str) -> str:
+    """A CV's name as plotted: ``phi`` → φ, ``psi2`` → ψ2; other names as they are."""
+    for word, letter in (("phi", "φ"), ("psi", "ψ")):
+        suffix = name[len(word):]
+        if name.startswith(word) and (suffix == "" or suffix.isdigit()):
+            return letter + suffix
+    return name
+
+
+def plot_ramachandran(rows: Mapping[tuple[str, str], Mapping[str, Surface]], path: Union[str, Path],
+                      max_free_energy: float = 10.0, fill_empty: bool = False) -> Path:
+    """Free-energy surfaces, one row per pair of CVs (e.g. each residue's φ, ψ), side by side
+    within a row (e.g. flow, reweighted flow, reference); one colour scale from 0 to
+    ``max_free_energy`` kT; empty bins white, or (``fill_empty``, for a reference that covered
+    the whole plane) in the colour of ``max_free_energy`` and above. Returns ``path``."""
+    n_columns = max(len(surfaces) for surfaces in rows.values())
+    figure = _figure(figsize=(4.2 * n_columns + 0.8, 3.8 * len(rows)), constrained_layout=True)
+    axes = figure.subplots(len(rows), n_columns, squeeze=False)
     image = None
-    for ax, (title, surface) in zip(axes[0], surfaces.items()):
-        f = surface.free_energy.detach().cpu().double().numpy() if fill_empty else _finite_or_nan(surface.free_energy)
-        f = np.minimum(f, max_free_energy)
-        image = ax.imshow(f.T, origin="lower", extent=(-180, 180, -180, 180), vmin=0, vmax=max_free_energy,
-                          cmap="viridis", interpolation="nearest")
-        ax.set(title=title, xlabel=f"{labels[0]} (°)", ylabel=f"{labels[1]} (°)", xticks=range(-180, 181, 90),
-               yticks=range(-180, 181, 90))
+    for row, ((first, second), surfaces) in zip(axes, rows.items()):
+        for ax, (title, surface) in zip(row, surfaces.items()):
+            f = surface.free_energy.detach().cpu().double().numpy() if fill_empty else _finite_or_nan(surface.free_energy)
+            f = np.minimum(f, max_free_energy)
+            image = ax.imshow(f.T, origin="lower", extent=(-180, 180, -180, 180), vmin=0, vmax=max_free_energy,
+                              cmap="viridis", interpolation="nearest")
+            ax.set(title=title, xlabel=f"{cv_symbol(first)} (°)", ylabel=f"{cv_symbol(second)} (°)",
+                   xticks=range(-180, 181, 90), yticks=range(-180, 181, 90))
+        for ax in row[len(surfaces):]:
+            ax.set_axis_off()
     label = f"free energy (kT); ≥ {max_free_energy:g} and unsampled at the top" if fill_empty else "free energy (kT)"
-    figure.colorbar(image, ax=axes[0].tolist(), label=label, extend="max" if fill_empty else "neither")
+    figure.colorbar(image, ax=axes.ravel().tolist(), label=label, extend="max" if fill_empty else "neither",
+                    shrink=min(1.0, 1.5 / len(rows)) if len(rows) > 1 else 1.0)
     return _save(figure, path)
 
 

@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -44,7 +44,6 @@ from .weights import kish_ess, log_normalizer_interval
 
 DEFAULT_SAMPLES = 100_000
 MARGINAL_BINS, RAMACHANDRAN_BINS, PMF_BINS = 200, 64, 72
-SYMBOLS = {"phi": "φ", "psi": "ψ"}
 
 
 @dataclass(frozen=True)
@@ -392,26 +391,34 @@ def free_energy_report(samples: WeightedSamples, reference: Optional[Reference] 
                             log_z, populations, delta, comparison)
 
 
+def ramachandran_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """The (φ, ψ) pairs among CV names (``phi``/``psi``, ``phi1``/``psi1``, …), else the first two."""
+    pairs = [(n, "psi" + n[3:]) for n in names if n.startswith("phi") and "psi" + n[3:] in names]
+    return pairs or ([tuple(names[:2])] if len(names) >= 2 else [])
+
+
 def report_plots(samples: WeightedSamples, folder: Union[str, Path], reference: Optional[Reference] = None,
                  keep_mirror: bool = False, level: float = 0.95, seed: int = 0) -> list:
     """PNGs in ``folder``: ``ramachandran.png`` (flow, reweighted flow, reference trajectory;
-    the first two CVs) and ``pmf_<cv>.png`` per CV (reweighted flow with its bootstrap band,
+    a row per residue's φ, ψ, else the first two CVs) and ``pmf_<cv>.png`` per CV (reweighted flow with its bootstrap band,
     the reference's PMF overlaid). Returns the paths."""
-    from .plots import plot_pmf, plot_ramachandran
+    from .plots import cv_symbol, plot_pmf, plot_ramachandran
 
     folder = Path(folder)
     exclude = None if keep_mirror else ~samples.right_handed
     names, paths = list(samples.cvs), []
     trajectory = reference is not None and reference.kind == "trajectory"
-    if len(names) >= 2:
-        first, second = (samples.cvs[n] for n in names[:2])
-        surfaces = {"flow": ramachandran(first, second, None, RAMACHANDRAN_BINS, exclude),
-                    "flow, reweighted": ramachandran(first, second, samples.log_w, RAMACHANDRAN_BINS, exclude)}
+    rows = {}
+    for first, second in ramachandran_pairs(names):
+        rows[first, second] = {
+            "flow": ramachandran(samples.cvs[first], samples.cvs[second], None, RAMACHANDRAN_BINS, exclude),
+            "flow, reweighted": ramachandran(samples.cvs[first], samples.cvs[second], samples.log_w,
+                                             RAMACHANDRAN_BINS, exclude)}
         if trajectory:
-            surfaces[f"reference ({reference.path.name})"] = ramachandran(
-                reference.cvs[names[0]], reference.cvs[names[1]], None, RAMACHANDRAN_BINS)
-        labels = tuple(SYMBOLS.get(n, n) for n in names[:2])
-        paths.append(plot_ramachandran(surfaces, folder / "ramachandran.png", labels=labels))
+            rows[first, second][f"reference ({reference.path.name})"] = ramachandran(
+                reference.cvs[first], reference.cvs[second], None, RAMACHANDRAN_BINS)
+    if rows:
+        paths.append(plot_ramachandran(rows, folder / "ramachandran.png"))
     for name in names:
         profiles = {"flow, reweighted": pmf(samples.cvs[name], samples.log_w, PMF_BINS, exclude, level,
                                             generator=_generator(seed, samples.log_w.device))}
@@ -420,5 +427,5 @@ def report_plots(samples: WeightedSamples, folder: Union[str, Path], reference: 
                                                                  generator=_generator(seed, reference.cvs[name].device))
         elif reference is not None and name in reference.profiles:
             profiles[f"umbrella ({reference.path.name})"] = reference.profiles[name]
-        paths.append(plot_pmf(profiles, folder / f"pmf_{name}.png", cv=SYMBOLS.get(name, name)))
+        paths.append(plot_pmf(profiles, folder / f"pmf_{name}.png", cv=cv_symbol(name)))
     return paths

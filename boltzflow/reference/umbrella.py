@@ -429,11 +429,9 @@ def _write_plane(folder: Path, results: list, bins: int, cvs: list, settings: di
         np.savez_compressed(handle, probability=probability.reshape(bins, bins),
                             repeats=per_repeat.reshape(-1, bins, bins), free_energy_kT=f.reshape(bins, bins),
                             edges_deg=edges, cvs=np.array(cvs), settings=json.dumps(settings))
-    symbols = {"phi": "φ", "psi": "ψ"}
     surface = Surface(angle_bin_centers(bins), torch.from_numpy(f.reshape(bins, bins)))
     title = f"umbrella/MBAR, mean of {len(results)} repeat(s)"
-    plot_ramachandran({title: surface}, folder / SURFACE_FILE, max_free_energy=12.0, fill_empty=True,
-                      labels=tuple(symbols.get(c, c) for c in cvs))
+    plot_ramachandran({tuple(cvs): {title: surface}}, folder / SURFACE_FILE, max_free_energy=12.0, fill_empty=True)
     return {"file": HISTOGRAM_FILE, "plot": SURFACE_FILE, "bins": bins, "cvs": cvs,
             "layout": "probability[i, j]: first CV in bin i, second in bin j; bins of equal width over [-180°, 180°)",
             "empty_bins": int((probability == 0).sum()), "noise_floor": floor}

@@ -5,7 +5,7 @@ import math
 import torch
 
 from boltzflow.analysis import pmf, ramachandran
-from boltzflow.analysis.plots import plot_pmf, plot_ramachandran, pmf_axis_top
+from boltzflow.analysis.plots import cv_symbol, plot_pmf, plot_ramachandran, pmf_axis_top
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -18,12 +18,20 @@ def test_ramachandran_and_pmf_plots_are_pngs(tmp_path):
     log_w = -0.5 * phi
     surfaces = {"flow": ramachandran(phi, psi), "reweighted": ramachandran(phi, psi, log_w),
                 "reference": ramachandran(phi, psi, bins=32)}
-    path = plot_ramachandran(surfaces, tmp_path / "figures" / "rama.png")
+    path = plot_ramachandran({("phi", "psi"): surfaces}, tmp_path / "figures" / "rama.png")
+    assert path.read_bytes().startswith(PNG)
+    # a row per residue of a longer peptide; rows may have fewer panels than others
+    rows = {("phi1", "psi1"): surfaces, ("phi2", "psi2"): {"flow": surfaces["flow"]}}
+    path = plot_ramachandran(rows, tmp_path / "figures" / "rama2.png")
     assert path.read_bytes().startswith(PNG)
     profiles = {"flow": pmf(phi, n_boot=20), "reweighted": pmf(phi, log_w, n_boot=20)}
     path = plot_pmf(profiles, tmp_path / "pmf.png", cv="phi")
     assert path.read_bytes().startswith(PNG)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["figures", "pmf.png", "rama.png"]  # no temporary files
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["figures", "pmf.png", "rama.png", "rama2.png"]  # no temporary files
+
+
+def test_cv_symbols():
+    assert [cv_symbol(n) for n in ("phi", "psi", "phi12", "psi_x", "chi1")] == ["φ", "ψ", "φ12", "psi_x", "chi1"]
 
 
 def test_pmf_axis_is_not_stretched_by_a_bin_one_sample_reached():
