@@ -32,20 +32,33 @@ from boltzflow.training.config import resolve_config
 from boltzflow.training.correction import AISCorrection
 from boltzflow.training.run import load_run, train
 
-PUBLISHED = [("reverse KL (CMT paper, Table 1)", 2.56e8, 0.941), ("FAB", 2.13e8, 0.948),
-             ("TA-BG", 1e8, 0.958), ("CMT", 1e8, 0.977)]
-DELTA = "phi_negative -> phi_positive"
+# published Kish ESS of the same systems, GPU runs (CMT paper, Table 1): name, target evaluations, ESS
+PUBLISHED = {
+    "alanine-dipeptide": [("reverse KL (CMT paper, Table 1)", "2.56e8", 0.941), ("FAB", "2.13e8", 0.948),
+                          ("TA-BG", "1e8", 0.958), ("CMT", "1e8", 0.977)],
+    "alanine-tetrapeptide": [("FAB (CMT paper, Table 1)", "1e8–2e8", 0.636), ("TA-BG", "1e8–2e8", 0.658),
+                             ("CMT", "1e8–2e8", 0.686)],
+    "alanine-hexapeptide": [("CMT (CMT paper, Table 1)", "4e8", 0.296)],
+}
 
 
 def quality(drawn, reference=None, prefix: str = "") -> dict:
-    """ESS, k̂, φ > 0, ΔF (and against ``reference``) of weighted samples; keys start with ``prefix``."""
+    """ESS, k̂, φ > 0 and ΔF(φ < 0 → φ > 0) (and against ``reference``) of weighted samples, for
+    the first residue (``phi`` or ``phi1``) and, for longer peptides, the φ > 0 population of
+    every residue; keys start with ``prefix``."""
     report = free_energy_report(drawn, reference, run=None)
-    delta = report.delta_f.get(DELTA)
-    row = {"ess": report.ess, "khat": report.psis.khat, "phi_positive": report.populations["phi_positive"].value,
+    residues = [name[3:-len("_positive")] for name in report.populations
+                if name.startswith("phi") and name.endswith("_positive")]
+    first = f"phi{residues[0]}_negative -> phi{residues[0]}_positive"
+    delta = report.delta_f.get(first)
+    row = {"ess": report.ess, "khat": report.psis.khat,
+           "phi_positive": report.populations[f"phi{residues[0]}_positive"].value,
            "delta_f": None if delta is None else delta.value,
            "delta_f_interval": None if delta is None else [delta.low, delta.high]}
+    if len(residues) > 1:
+        row["phi_positive_by_residue"] = [report.populations[f"phi{r}_positive"].value for r in residues]
     if reference is not None and report.comparison is not None:
-        row["delta_f_minus_reference"] = report.comparison.delta_f_difference.get(DELTA)
+        row["delta_f_minus_reference"] = report.comparison.delta_f_difference.get(first)
         plane = report.comparison.ramachandran
         row["ramachandran_tv"] = None if plane is None else plane["total_variation"]
     return {prefix + key: value for key, value in row.items()}
@@ -99,12 +112,13 @@ def main(argv=None) -> list[dict]:
         rows.append(judge(run_dir, args.samples, 10_000 + seed, reference, args.ais))
         print(json.dumps(rows[-1]), flush=True)
     if args.markdown:
-        print(table(rows, args.preset))
+        print(table(rows, args.preset, args.system))
     return rows
 
 
-def table(rows: list[dict], preset: str) -> str:
-    lines = ["| run | target evaluations | wall time | Kish ESS | PSIS k̂ | φ > 0 (reweighted) | ΔF(φ<0 → φ>0) | − reference "
+def table(rows: list[dict], preset: str, system: str) -> str:
+    lines = ["| run | target evaluations | wall time | Kish ESS | PSIS k̂ | φ > 0 (reweighted, by residue) "
+             "| ΔF(φ<0 → φ>0), first residue | − reference "
              "| Ramachandran TV |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(_line(f"{preset}, seed {r['seed']}", f"{r['evaluations']:.2e}", f"{r['wall_time_min']:.1f} min", r))
@@ -116,8 +130,8 @@ def table(rows: list[dict], preset: str) -> str:
     ess = [r["ess"] for r in rows]
     lines.append(f"| **median of {len(rows)}** | | | **{100 * statistics.median(ess):.1f}%** "
                  f"(range {100 * min(ess):.1f}–{100 * max(ess):.1f}%) | | | | | |")
-    for name, evaluations, published in PUBLISHED:
-        lines.append(f"| published {name} | {evaluations:.2e} | GPU | {100 * published:.1f}% | | | | | |")
+    for name, evaluations, published in PUBLISHED.get(system, []):
+        lines.append(f"| published {name} | {evaluations} | GPU | {100 * published:.1f}% | | | | | |")
     return "\n".join(lines)
 
 
@@ -125,7 +139,8 @@ def _line(name: str, cost: str, wall: str, r: dict) -> str:
     low, high = r["delta_f_interval"] or (float("nan"), float("nan"))
     delta = float("nan") if r["delta_f"] is None else r["delta_f"]
     diff = r.get("delta_f_minus_reference")
-    return (f"| {name} | {cost} | {wall} | {100 * r['ess']:.1f}% | {r['khat']:.2f} | {100 * r['phi_positive']:.3f}% | "
+    populations = " / ".join(f"{100 * p:.3f}%" for p in r.get("phi_positive_by_residue", [r["phi_positive"]]))
+    return (f"| {name} | {cost} | {wall} | {100 * r['ess']:.1f}% | {r['khat']:.2f} | {populations} | "
             f"{delta:.2f} ({low:.2f}–{high:.2f}) kT | " + ("–" if diff is None else f"{diff:+.2f} kT") + " | "
             + ("–" if r.get("ramachandran_tv") is None else f"{r['ramachandran_tv']:.3f}") + " |")
 

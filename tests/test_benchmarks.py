@@ -78,6 +78,14 @@ def test_quality_benchmark_runs_at_toy_size(tmp_path, capsys):
     assert "| **median of 2** |" in out and "published TA-BG" in out and "| default, seed 1 + AIS 2 |" in out
 
 
+def test_quality_benchmark_judges_each_residue_of_a_tetrapeptide(tmp_path, capsys):
+    rows = load("quality").main(["--system", "alanine-tetrapeptide", "--seeds", "0", "--samples", "64",
+                                 "--out", str(tmp_path), "--markdown"] + [a for t in TINY_RUN for a in ("--set", t)])
+    assert len(rows[0]["phi_positive_by_residue"]) == 3 and rows[0]["phi_positive"] == rows[0]["phi_positive_by_residue"][0]
+    out = capsys.readouterr().out
+    assert "| published CMT | 1e8–2e8 | GPU | 68.6% |" in out and out.count("% / ") >= 2
+
+
 def test_weights_diagnosis_runs_at_toy_size(tmp_path, capsys):
     quality, bench = load("quality"), load("weights_diagnosis")
     quality.main(["--seeds", "0", "--samples", "16", "--out", str(tmp_path)]
