@@ -1,4 +1,4 @@
-"""Energy + forces throughput of implicit-solvent alanine dipeptide: OpenMM vs the torch backend.
+"""Energy + forces throughput of implicit-solvent peptides: OpenMM vs the torch backend.
 
 Contenders, timed side by side in one run (interleaved repeats; medians of rates and of
 the per-repeat ratios, since a shared machine's speed drifts):
@@ -14,18 +14,27 @@ Every contender returns energies and forces (the torch ones by autograd). Figure
 conformations per second and ratios to ``openmm-loop``.
 
     python benchmarks/energy.py [--batch 1024] [--repeats 15] [--markdown]
+
+``--scaling`` times the eager contenders against atom count instead: alanine di-, tetra- and
+hexapeptide (22, 42, 62 atoms) and a peptide built by ``boltzflow systems new --sequence``
+(``--sequence``, default nine alanines: 102 atoms), all in the tetrapeptide's force field
+(Amber ff99SB-ILDN, OBC2), so that only the size changes.
+
+    python benchmarks/energy.py --scaling [--batch 1024] [--repeats 7] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 
 import numpy as np
 import openmm
 import torch
 
 from boltzflow.energy.openmm_backend import OpenMMEvaluator, OpenMMPool
+from boltzflow.io import read_toml
 from boltzflow.systems import load_system
 
 from timing import machine, markdown_table, measure
@@ -57,7 +66,7 @@ def torch_contender(system, xyz: np.ndarray, device: str, compile: bool, dtype: 
     return energy_and_forces(energy, torch.tensor(xyz, dtype=dtype, device=device))
 
 
-def contenders(system, xyz: np.ndarray, loop_size: int):
+def contenders(system, xyz: np.ndarray, loop_size: int, compiled: bool = True):
     """name → (callable, conformations per call); the OpenMM loop runs on a subset."""
     xml = openmm.XmlSerializer.serialize(system.openmm_system)
     single = OpenMMEvaluator(xml, "CPU")
@@ -66,47 +75,84 @@ def contenders(system, xyz: np.ndarray, loop_size: int):
         "openmm-loop": (lambda: single.evaluate(xyz[:loop_size]), loop_size),
         "openmm-pool": (lambda: pool.evaluate(xyz), len(xyz)),
         "torch": (torch_contender(system, xyz, "cpu", compile=False), len(xyz)),
-        "torch-compiled": (torch_contender(system, xyz, "cpu", compile=True), len(xyz)),
     }
+    if compiled:
+        out["torch-compiled"] = (torch_contender(system, xyz, "cpu", compile=True), len(xyz))
     if torch.cuda.is_available():
         out["torch-cuda"] = (torch_contender(system, xyz, "cuda", compile=False), len(xyz))
     return out, pool
 
 
-def main() -> None:
+def rates_of(system, batch: int, loop_size: int, repeats: int, compiled: bool = True) -> dict:
+    """Contender → conformations per second of each repeat (numpy array)."""
+    xyz = conformations(system, batch)
+    runs, pool = contenders(system, xyz, min(loop_size, batch), compiled)
+    try:
+        times = measure({name: run for name, (run, _) in runs.items()}, repeats)
+    finally:
+        pool.close()
+    return {name: np.array([runs[name][1] / t for t in ts]) for name, ts in times.items()}
+
+
+def scaling_systems(sequence: str, folder: str) -> list:
+    """Alanine di-, tetra-, hexapeptide and Ace-(sequence)-Nme, all in the tetrapeptide's force field."""
+    from boltzflow.system_builder import new_system
+
+    tetra = load_system("alanine-tetrapeptide")
+    files = read_toml(tetra.folder / "system.toml")["forcefield"]["files"]
+    return [load_system("alanine-dipeptide-amber99sbildn"), tetra, load_system("alanine-hexapeptide"),
+            load_system(new_system(os.path.join(folder, f"ace-{sequence.lower()}-nme"), sequence=sequence,
+                                   forcefield=files))]
+
+
+def print_table(title: str, header: tuple, rows: list, markdown: bool) -> None:
+    print(title)
+    print(machine(OpenMM=openmm.__version__))
+    if markdown:
+        print(markdown_table(header, rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--system", default="alanine-dipeptide")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--loop-size", type=int, default=128, help="conformations per OpenMM-loop call")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--scaling", action="store_true", help="time the eager contenders against atom count")
+    parser.add_argument("--sequence", default="AAAAAAAAA", help="the built peptide of --scaling")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
+    if args.scaling:
+        rows = []
+        with tempfile.TemporaryDirectory() as folder:
+            for system in scaling_systems(args.sequence, folder):
+                # the machine is shared: its speed drifts, so ratios are taken within each repeat
+                rates = rates_of(system, args.batch, args.loop_size, args.repeats, compiled=False)
+                base = rates["openmm-loop"]
+                rows.append((system.name, str(system.n_atoms),
+                             *(f"{1e6 / np.median(r):.1f}" for r in rates.values()),
+                             f"{np.median(rates['torch'] / base):.1f}x"))
+        header = ("system", "atoms", *(f"{name} µs/conformation" for name in rates), "torch vs openmm-loop")
+        print_table(f"energy + forces against size, batch {args.batch}, median of {args.repeats}", header, rows,
+                    args.markdown)
+        return
     system = load_system(args.system)
-    xyz = conformations(system, args.batch)
-    runs, pool = contenders(system, xyz, min(args.loop_size, args.batch))
-    try:
-        times = measure({name: run for name, (run, _) in runs.items()}, args.repeats)
-    finally:
-        pool.close()
-    # the machine is shared: its speed drifts, so ratios are taken within each repeat
-    rates = {name: np.array([runs[name][1] / t for t in ts]) for name, ts in times.items()}
+    rates = rates_of(system, args.batch, args.loop_size, args.repeats)
     base = rates["openmm-loop"]
     rows = [(name, f"{np.median(r):,.0f}", f"{1e6 / np.median(r):.1f}", f"{np.median(r / base):.1f}x")
             for name, r in rates.items()]
     header = ("contender", "conformations/s", "µs/conformation", "vs openmm-loop (median ratio)")
-    print(f"{system.name}, batch {args.batch}, energy + forces, median of {args.repeats}")
-    print(machine(OpenMM=openmm.__version__))
-    if args.markdown:
-        print(markdown_table(header, rows))
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*header)
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
+    print_table(f"{system.name}, batch {args.batch}, energy + forces, median of {args.repeats}", header, rows,
+                args.markdown)
 
 
 if __name__ == "__main__":

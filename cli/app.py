@@ -86,7 +86,7 @@ def systems_new(
 
     boltzflow systems new my-peptide --sequence AAA
 
-    boltzflow systems new mine --pdb mine.pdb --forcefield amber14-all.xml --forcefield implicit/gbn2.xml
+    boltzflow systems new mine --pdb mine.pdb --forcefield amber14-all.xml --forcefield implicit/obc2.xml
 
     boltzflow train my-peptide --out runs/my-peptide
     """

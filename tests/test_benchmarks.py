@@ -86,6 +86,13 @@ def test_quality_benchmark_judges_each_residue_of_a_tetrapeptide(tmp_path, capsy
     assert "| published CMT | 1e8–2e8 | GPU | 68.6% |" in out and out.count("% / ") >= 2
 
 
+def test_energy_scaling_runs_at_toy_size(capsys):
+    load("energy").main(["--scaling", "--sequence", "AG", "--batch", "4", "--loop-size", "2", "--repeats", "1",
+                         "--markdown"])
+    out = capsys.readouterr().out
+    assert "| alanine-hexapeptide | 62 |" in out and "| ace-ag-nme | 29 |" in out
+
+
 def test_weights_diagnosis_runs_at_toy_size(tmp_path, capsys):
     quality, bench = load("quality"), load("weights_diagnosis")
     quality.main(["--seeds", "0", "--samples", "16", "--out", str(tmp_path)]
