@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from .errors import BoltzflowError
+from .geometry import dihedral_angles
+from .units import thermal_energy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -110,8 +112,6 @@ class System:
 
     @property
     def kT(self) -> float:
-        from .energy.reduced import thermal_energy
-
         return thermal_energy(self.temperature)
 
     @property
@@ -149,8 +149,6 @@ class System:
 
     def collective_variables(self, xyz: torch.Tensor) -> dict:
         """The named dihedrals (radians, [-π, π]) of positions [batch, n_atoms, 3]."""
-        from .energy.terms import dihedral_angles
-
         if not self.dihedrals:
             return {}
         quads = torch.tensor(list(self.dihedrals.values()), device=xyz.device)

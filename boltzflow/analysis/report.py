@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ..errors import BoltzflowError
 from ..io.samples import model_file, read_attributes, read_samples, sample_batches, sha256
+from ..units import thermal_energy
 from .compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
 from .estimate import Estimate, normalized_weights, sample_log_weights, z_score
 from .free_energy import Profile, pmf, population, ramachandran, state_delta_f
@@ -86,7 +87,6 @@ def load_weighted_samples(path: Union[str, Path]) -> WeightedSamples:
 def draw_weighted_samples(run, n: int, batch_size: int = 8192, seed: int = 0, run_dir: Optional[Path] = None,
                           progress: Optional[Callable[[int, int], None]] = None) -> WeightedSamples:
     """Draw ``n`` samples of ``run`` in batches, keeping only what the report needs (on the CPU)."""
-    from ..energy.reduced import thermal_energy
 
     parts: dict = {"log_w": [], "right_handed": [], "cvs": []}
     for batch in sample_batches(run, n, batch_size, seed):

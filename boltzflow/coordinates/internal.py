@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..energy.harmonic import harmonic_widths
-from ..energy.terms import bond_angles, bond_lengths, dihedral_angles
+from ..geometry import bond_angles, bond_lengths, dihedral_angles
 from ..flows.bijection import Bijection
 from ..flows.domains import Domain, Real
 from .cartesian import CARTESIAN_SCALE, CartesianBlock

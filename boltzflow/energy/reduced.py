@@ -11,22 +11,12 @@ import math
 from typing import Optional
 
 import openmm
-import openmm.unit as unit
 import torch
 from torch import nn
 
+from ..units import thermal_energy
 from .openmm_backend import OpenMMPool
 from .torch_forcefield import TorchForceField
-
-MOLAR_GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
-
-
-def thermal_energy(temperature: float) -> float:
-    """kT in kJ/mol at ``temperature`` (K)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive (K), got {temperature}")
-    return MOLAR_GAS_CONSTANT * temperature
-
 
 def _check_positions(xyz: torch.Tensor, n_atoms: int) -> None:
     if xyz.dim() != 3 or xyz.shape[1:] != (n_atoms, 3):

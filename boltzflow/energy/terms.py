@@ -18,55 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-# OpenMM's Coulomb constant 1/(4π ε0) in kJ·nm/(mol·e²) (NonbondedForce, GBSAOBCForce)
-ONE_4PI_EPS0 = 138.93545764438198
-
-Vector = tuple[Tensor, Tensor, Tensor]
-
-
-def _dot(a: Vector, b: Vector) -> Tensor:
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-
-
-def _cross(a: Vector, b: Vector) -> Vector:
-    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
-
-
-def _norm(a: Vector) -> Tensor:
-    """Euclidean norm with a finite gradient at zero."""
-    return torch.sqrt(_dot(a, a).clamp_min(torch.finfo(a[0].dtype).tiny))
-
-
-def _angle(u: Vector, v: Vector) -> Tensor:
-    """Angle between u and v in [0, π] (atan2 form: accurate near 0 and π)."""
-    return torch.atan2(_norm(_cross(u, v)), _dot(u, v))
-
-
-def _dihedral(b1: Vector, b2: Vector, b3: Vector) -> Tensor:
-    """IUPAC dihedral in [-π, π] of the bond vectors b1, b2, b3 (OpenMM's and mdtraj's sign)."""
-    n1, n2 = _cross(b1, b2), _cross(b2, b3)
-    return torch.atan2(_norm(b2) * _dot(b1, n2), _dot(n1, n2))
-
-
-def _gathered(xyz: Tensor, head: Tensor, tail: Tensor) -> Vector:
-    return (xyz[:, head] - xyz[:, tail]).unbind(-1)
-
-
-def bond_lengths(xyz: Tensor, pairs: Tensor) -> Tensor:
-    """Distances [batch, M] between atom pairs [M, 2]."""
-    return _norm(_gathered(xyz, pairs[:, 1], pairs[:, 0]))
-
-
-def bond_angles(xyz: Tensor, triples: Tensor) -> Tensor:
-    """Angles i-j-k in [0, π], shape [batch, M], for triples [M, 3] (vertex in the middle)."""
-    return _angle(_gathered(xyz, triples[:, 0], triples[:, 1]), _gathered(xyz, triples[:, 2], triples[:, 1]))
-
-
-def dihedral_angles(xyz: Tensor, quads: Tensor) -> Tensor:
-    """IUPAC dihedrals in [-π, π] of quadruples [M, 4] (same sign as OpenMM and mdtraj)."""
-    q = quads.unbind(-1)
-    return _dihedral(_gathered(xyz, q[1], q[0]), _gathered(xyz, q[2], q[1]), _gathered(xyz, q[3], q[2]))
-
+from ..geometry import Vector, angle, dihedral, dot, norm
+from ..units import ONE_4PI_EPS0
 
 def incidence(heads: Sequence[int], tails: Sequence[int], n_atoms: int) -> Tensor:
     """Signed incidence matrix [n_atoms, K] (float64): column k is e_heads[k] − e_tails[k]."""
@@ -97,7 +50,7 @@ class HarmonicBonds(_Term):
         self._buffers_from(vectors=incidence(pairs[:, 1], pairs[:, 0], n_atoms), r0=r0, k=k)
 
     def forward(self, xyz: Tensor) -> Tensor:
-        r = _norm(displacements(xyz, self.vectors))
+        r = norm(displacements(xyz, self.vectors))
         return (0.5 * self.k * (r - self.r0) ** 2).sum(-1)
 
 
@@ -112,7 +65,7 @@ class HarmonicAngles(_Term):
     def forward(self, xyz: Tensor) -> Tensor:
         m = len(self.theta0)
         u, v = zip(*(c.split(m, -1) for c in displacements(xyz, self.arms)))
-        return (0.5 * self.k * (_angle(u, v) - self.theta0) ** 2).sum(-1)
+        return (0.5 * self.k * (angle(u, v) - self.theta0) ** 2).sum(-1)
 
 
 class PeriodicTorsions(_Term):
@@ -127,7 +80,7 @@ class PeriodicTorsions(_Term):
     def forward(self, xyz: Tensor) -> Tensor:
         m = len(self.k)
         b1, b2, b3 = zip(*(c.split(m, -1) for c in displacements(xyz, self.axes)))
-        phi = _dihedral(b1, b2, b3)
+        phi = dihedral(b1, b2, b3)
         return (self.k * (1 + torch.cos(self.periodicity * phi - self.phase))).sum(-1)
 
 
@@ -145,7 +98,7 @@ class PairCoulombLJ(_Term):
 
     def forward(self, xyz: Tensor) -> Tensor:
         d = displacements(xyz, self.separations)
-        r2 = _dot(d, d).clamp_min(torch.finfo(xyz.dtype).tiny)
+        r2 = dot(d, d).clamp_min(torch.finfo(xyz.dtype).tiny)
         s6 = (self.sigma2 / r2) ** 3
         return (self.coulomb * torch.rsqrt(r2) + self.four_epsilon * (s6 * s6 - s6)).sum(-1)
 
@@ -209,7 +162,7 @@ class OBCGeneralizedBorn(_Term):
 
     def forward(self, xyz: Tensor) -> Tensor:
         d = displacements(xyz, self.separations)
-        r2 = _dot(d, d).clamp_min(torch.finfo(xyz.dtype).tiny)
+        r2 = dot(d, d).clamp_min(torch.finfo(xyz.dtype).tiny)
         psi = (self._integrand(torch.sqrt(r2)) @ self.to_atoms) * self.offset_radius
         tanh = torch.tanh(psi * (self.alpha - psi * (self.beta - self.gamma * psi)))
         born = 1 / (1 / self.offset_radius - tanh / self.radius)

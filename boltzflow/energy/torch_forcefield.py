@@ -17,8 +17,9 @@ import openmm
 import torch
 from torch import nn
 
+from ..units import ONE_4PI_EPS0
 from .terms import (
-    ONE_4PI_EPS0, HarmonicAngles, HarmonicBonds, OBCGeneralizedBorn, PairCoulombLJ,
+    HarmonicAngles, HarmonicBonds, OBCGeneralizedBorn, PairCoulombLJ,
     PeriodicTorsions,
 )
 

@@ -58,6 +58,7 @@ import torch
 import boltzflow
 
 from ..errors import BoltzflowError
+from ..units import thermal_energy
 from .atomic import atomic_path, nearest_existing
 from .checkpoints import LAST_CHECKPOINT
 
@@ -216,7 +217,6 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
     """
     if resample < 0:
         raise BoltzflowError(f"--resample must be >= 0 conformations, got {resample}")
-    from ..energy.reduced import thermal_energy
 
     path = Path(path)
     check_disk(path, n, resample, run.system.n_atoms, np.dtype(run.config["dtype"]).itemsize)

@@ -42,7 +42,7 @@ import torch
 from ..analysis.estimate import Estimate
 from ..analysis.mbar import UmbrellaFreeEnergies, mbar_free_energies, repeat_estimate
 from ..analysis.plots import plot_pmf
-from ..energy.terms import dihedral_angles
+from ..geometry import dihedral_angles
 from ..errors import BoltzflowError
 from ..io import atomic_path
 from .simulation import (TIMESTEP_PS, langevin_context, minimise_and_thermalise, openmm_seed, restore_state,

@@ -25,7 +25,7 @@ import torch
 
 from boltzflow.coordinates import ZMatrix, has_expected_chirality
 from boltzflow.coordinates.placement import Placement
-from boltzflow.energy.terms import dihedral_angles
+from boltzflow.geometry import dihedral_angles
 from boltzflow.io import atomic_path
 
 if sys.version_info >= (3, 11):

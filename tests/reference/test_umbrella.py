@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from boltzflow.analysis.mbar import umbrella_bias
-from boltzflow.energy.terms import dihedral_angles
+from boltzflow.geometry import dihedral_angles
 from boltzflow.errors import BoltzflowError
 from boltzflow.reference import analyse_umbrella, load_umbrella, run_umbrella
 from boltzflow.reference.simulation import FRICTION_PER_PS, TIMESTEP_PS, langevin_context
