@@ -2,7 +2,7 @@
 
 Every job script runs training through ``run_resumable`` (``RESUMABLE``): Slurm's warning
 signal (``--signal=B:USR1@N``, sent N seconds before the time limit) reaches the batch
-shell, which passes it on; training checkpoints and exits with 75, and the job requeues
+shell, which passes it on; training checkpoints and exits with 75 (``EARLY_STOP_EXIT_CODE``), and the job requeues
 itself. The requeued job runs the same command, which resumes (``--resume``).
 """
 
@@ -12,19 +12,15 @@ import shlex
 import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Union
+from typing import Optional, Union
 
 from ..errors import BoltzflowError
-
-if TYPE_CHECKING:
-    from .sweep import Sweep
-
-EX_TEMPFAIL = 75  # `boltzflow train`: stopped early with a checkpoint, resumable
+from ..training.run import EARLY_STOP_EXIT_CODE
 
 RESUMABLE = """\
-# run_resumable COMMAND...: run COMMAND (which exits 75 when it stopped early with a
+# run_resumable COMMAND...: run COMMAND (which exits %(code)d when it stopped early with a
 # checkpoint) and pass USR1 and TERM on to it. After USR1 (Slurm's warning before the time
-# limit) or its own time limit, an exit of 75 requeues the job, which then resumes; TERM
+# limit) or its own time limit, an exit of %(code)d requeues the job, which then resumes; TERM
 # (scancel, preemption) does not requeue.
 run_resumable() {
     local pid="" status caught="" waiting=1
@@ -34,14 +30,14 @@ run_resumable() {
     pid=$!
     while [ "$waiting" = 1 ]; do waiting=0; wait "$pid"; status=$?; done
     trap - USR1 TERM
-    if [ "$status" -eq 75 ] && [ "$caught" != TERM ]; then
+    if [ "$status" -eq %(code)d ] && [ "$caught" != TERM ]; then
         local job="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}"
         echo "boltzflow: stopped with a checkpoint; requeueing job $job" >&2
         scontrol requeue "$job"
     fi
     return "$status"
 }
-"""
+""" % {"code": EARLY_STOP_EXIT_CODE}
 
 
 @dataclass(frozen=True)
@@ -112,35 +108,6 @@ def sbatch_lines(options: SlurmOptions, array: str, output: Path) -> list[str]:
         lines.append(f"--gres=gpu:{options.gpus}")
     lines += options.sbatch
     return [f"#SBATCH {shlex.quote(line)}" for line in lines]
-
-
-def array_script(sweep: "Sweep") -> str:
-    """The ``sbatch`` script of a sweep: array task ``i`` trains ``sweep.runs[i]`` in its directory."""
-    n = len(sweep.runs)
-    array = f"0-{n - 1}" + (f"%{sweep.slurm.max_parallel}" if sweep.slurm.max_parallel else "")
-    cases = [f"    {i}) run={shlex.quote(run.name)}\n       args=({shlex.join(run.args)}) ;;"
-             for i, run in enumerate(sweep.runs)]
-    command = shlex.join(shlex.split(sweep.slurm.command))
-    return "\n".join([
-        "#!/bin/bash",
-        f"# Written by `boltzflow sweep {sweep.path.name}`: {n} run(s), array task i trains run i below",
-        "# in its own directory and resumes it when requeued or submitted again.",
-        f"#   submit: sbatch {shlex.quote(str(sweep.out / 'array.sbatch'))}",
-        *sbatch_lines(sweep.slurm, array, sweep.out / "logs" / "%a.out"),
-        "set -uo pipefail",
-        "",
-        f"sweep={shlex.quote(str(sweep.out))}",
-        'case "${SLURM_ARRAY_TASK_ID:?submit this script with sbatch}" in',
-        *cases,
-        '    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;',
-        "esac",
-        'echo "array task $SLURM_ARRAY_TASK_ID, job $SLURM_JOB_ID, restart ${SLURM_RESTART_COUNT:-0}: $sweep/$run"',
-        *(["", *sweep.slurm.setup] if sweep.slurm.setup else []),
-        "",
-        RESUMABLE,
-        f'run_resumable {command} train "${{args[@]}}" --out "$sweep/$run" --resume',
-        "",
-    ])
 
 
 def submit(script: Union[str, Path]) -> str:

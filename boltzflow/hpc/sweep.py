@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -33,7 +34,7 @@ from typing import Any, Optional, Union
 from ..errors import BoltzflowError
 from ..io import atomic_path, read_toml
 from ..training.run import SWEEP_FILE
-from .slurm import SlurmOptions, array_script
+from .slurm import RESUMABLE, SlurmOptions, sbatch_lines
 
 # settings that `boltzflow train` takes as options; every other key goes through --set
 TRAIN_OPTIONS = ("objective", "seed", "steps", "batch_size", "lr", "config", "preset", "device", "time_limit")
@@ -168,6 +169,35 @@ def load_sweep(path: Union[str, Path], out: Union[str, Path, None] = None) -> Sw
     """Read and expand a sweep file; ``out`` overrides its sweep directory."""
     path = Path(path)
     return expand(read_toml(path), path, None if out is None else Path(out))
+
+
+def array_script(sweep: Sweep) -> str:
+    """The ``sbatch`` script of a sweep: array task ``i`` trains ``sweep.runs[i]`` in its directory."""
+    n = len(sweep.runs)
+    array = f"0-{n - 1}" + (f"%{sweep.slurm.max_parallel}" if sweep.slurm.max_parallel else "")
+    cases = [f"    {i}) run={shlex.quote(run.name)}\n       args=({shlex.join(run.args)}) ;;"
+             for i, run in enumerate(sweep.runs)]
+    command = shlex.join(shlex.split(sweep.slurm.command))
+    return "\n".join([
+        "#!/bin/bash",
+        f"# Written by `boltzflow sweep {sweep.path.name}`: {n} run(s), array task i trains run i below",
+        "# in its own directory and resumes it when requeued or submitted again.",
+        f"#   submit: sbatch {shlex.quote(str(sweep.out / 'array.sbatch'))}",
+        *sbatch_lines(sweep.slurm, array, sweep.out / "logs" / "%a.out"),
+        "set -uo pipefail",
+        "",
+        f"sweep={shlex.quote(str(sweep.out))}",
+        'case "${SLURM_ARRAY_TASK_ID:?submit this script with sbatch}" in',
+        *cases,
+        '    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;',
+        "esac",
+        'echo "array task $SLURM_ARRAY_TASK_ID, job $SLURM_JOB_ID, restart ${SLURM_RESTART_COUNT:-0}: $sweep/$run"',
+        *(["", *sweep.slurm.setup] if sweep.slurm.setup else []),
+        "",
+        RESUMABLE,
+        f'run_resumable {command} train "${{args[@]}}" --out "$sweep/$run" --resume',
+        "",
+    ])
 
 
 def write_sweep(sweep: Sweep, dry_run: bool = False) -> Path:
