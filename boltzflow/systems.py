@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,12 +19,8 @@ import torch
 
 from .errors import BoltzflowError
 from .geometry import dihedral_angles
+from .io.toml import tomllib
 from .units import thermal_energy
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 NONBONDED_METHODS = ("NoCutoff",)
 CONSTRAINTS = {"none": None, "hbonds": "HBonds", "allbonds": "AllBonds", "hangles": "HAngles"}

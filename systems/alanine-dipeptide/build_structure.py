@@ -26,12 +26,8 @@ import torch
 from boltzflow.coordinates import ZMatrix, has_expected_chirality
 from boltzflow.coordinates.placement import Placement
 from boltzflow.geometry import dihedral_angles
-from boltzflow.io import atomic_path
+from boltzflow.io import atomic_path, read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 # residue, atom name, element: the literature's order (OpenMM's Amber names)
 ATOMS = [
@@ -108,7 +104,7 @@ def minimise(top: app.Topology, positions: np.ndarray, forcefield_files: list[st
 
 
 def main(folder: Path) -> None:
-    spec = tomllib.loads((folder / "system.toml").read_text())
+    spec = read_toml(folder / "system.toml")
     top = topology()
     positions, energy = minimise(top, standard_geometry(), spec["forcefield"]["files"])
     xyz = torch.tensor(positions)[None]
