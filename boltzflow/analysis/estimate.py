@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..numerics import clean_log
+
 ArrayLike = Union[Tensor, np.ndarray]
 
 
@@ -52,11 +54,6 @@ def as_tensor(x: ArrayLike, name: str = "input") -> Tensor:
     raise TypeError(f"{name} must be a torch tensor or a numpy array, got {type(x).__name__}")
 
 
-def clean_log_weights(log_w: Tensor) -> Tensor:
-    """NaN and +inf log-weights (a clash, a point outside the support) become −inf: weight 0."""
-    return log_w.nan_to_num(nan=-math.inf, posinf=-math.inf, neginf=-math.inf)
-
-
 def sample_log_weights(n_like: Tensor, log_w: Optional[ArrayLike], exclude: Optional[ArrayLike]) -> tuple[Tensor, int]:
     """Float64 log-weights [n] for the samples of ``n_like`` [n, ...] and how many were excluded.
 
@@ -70,7 +67,7 @@ def sample_log_weights(n_like: Tensor, log_w: Optional[ArrayLike], exclude: Opti
         out = as_tensor(log_w, "log_w").to(device=n_like.device, dtype=torch.float64)
         if out.shape != (n,):
             raise ValueError(f"log_w must have shape [{n}] (one per sample), got {list(out.shape)}")
-        out = clean_log_weights(out)
+        out = clean_log(out)
     n_excluded = 0
     if exclude is not None:
         mask = as_tensor(exclude, "exclude").to(device=n_like.device)

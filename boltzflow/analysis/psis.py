@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .estimate import ArrayLike, as_tensor, clean_log_weights
+from ..numerics import clean_log
+from .estimate import ArrayLike, as_tensor
 
 PRIOR_OBSERVATIONS = 10  # weight of the prior that pulls k̂ towards 0.5
 MIN_TAIL = 5
@@ -63,7 +64,7 @@ def pareto_khat(log_w: ArrayLike) -> float:
     log_w = as_tensor(log_w, "log_w").to(torch.float64)
     if log_w.dim() != 1:
         raise ValueError(f"log-weights must have shape [n], got {list(log_w.shape)}")
-    log_w = clean_log_weights(log_w)
+    log_w = clean_log(log_w)
     size = tail_length(len(log_w))
     if size < MIN_TAIL or len(log_w) <= size:
         return math.inf

@@ -12,13 +12,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .estimate import ArrayLike, Estimate, as_tensor, clean_log_weights, sample_log_weights, z_score
+from ..numerics import clean_log
+from .estimate import ArrayLike, Estimate, as_tensor, sample_log_weights, z_score
 
 
 def _clean(log_w: Tensor) -> Tensor:
     if log_w.dim() != 1 or len(log_w) == 0:
         raise ValueError(f"log-weights must have shape [n] with n >= 1, got {list(log_w.shape)}")
-    return clean_log_weights(log_w)
+    return clean_log(log_w)
 
 
 def normalized_log_weights(log_w: Tensor) -> Tensor:

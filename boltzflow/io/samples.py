@@ -58,6 +58,7 @@ import torch
 import boltzflow
 
 from ..errors import BoltzflowError
+from ..numerics import clean_log
 from ..units import thermal_energy
 from .atomic import atomic_path, nearest_existing
 from .checkpoints import LAST_CHECKPOINT
@@ -162,7 +163,7 @@ def _normalize_log_weights(dataset: h5py.Dataset, block: int) -> float:
     total = -math.inf
     for start in range(0, len(dataset), block):
         values = torch.from_numpy(dataset[start:start + block])
-        values = values.nan_to_num(nan=-math.inf, posinf=-math.inf)  # weight 0, as analysis' clean_log_weights
+        values = clean_log(values)
         dataset[start:start + block] = values.numpy()
         total = float(torch.logaddexp(torch.tensor(total, dtype=torch.float64), torch.logsumexp(values, 0)))
     if math.isfinite(total):

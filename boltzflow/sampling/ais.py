@@ -51,7 +51,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from ..analysis.estimate import clean_log_weights
+from ..numerics import clean_log
 from .kernels import Kernel
 from .targets import LogDensity, log_prob, log_prob_and_grad
 
@@ -201,7 +201,7 @@ class AIS(nn.Module):
                 log_w = log_w + info.log_weight_delta
                 acceptance[level] += info.acceptance.mean() / self.steps_per_level
         log_p, log_q_end = log_prob(log_p_fn, x), log_prob(log_q_fn, x)
-        log_w = clean_log_weights(log_w + alpha * log_p + (1 - alpha) * log_q_end)
+        log_w = clean_log(log_w + alpha * log_p + (1 - alpha) * log_q_end)
         if self.adapt:
             for kernel, rate in zip(self.kernels, acceptance):
                 kernel.update_step_size(rate)

@@ -68,6 +68,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flows.domains import Domain, wrap
+from ..numerics import nan_to_neg_inf
 from .targets import LogDensity, Space, log_prob, log_prob_and_grad
 
 StepSize = Union[float, Sequence[float], Tensor]
@@ -232,18 +233,14 @@ class Kernel(nn.Module):
     def _select(self, x, x_prop, log_p, log_p_prop, grad, grad_prop, log_ratio) -> tuple[Tensor, MCMCInfo]:
         """Metropolis–Hastings: accept each chain's proposal with probability min(1, exp(log_ratio))."""
         log_ratio = log_ratio.detach()
-        log_ratio = torch.where(torch.isnan(log_ratio), torch.full_like(log_ratio, -math.inf), log_ratio)
+        log_ratio = nan_to_neg_inf(log_ratio)
         acceptance = torch.exp(log_ratio.clamp(max=0.0))
         accepted = torch.rand_like(acceptance) < acceptance
         x_new = torch.where(accepted[:, None], x_prop, x)
         log_p_new = torch.where(accepted, log_p_prop, log_p)
         grad_new = None if grad is None else torch.where(accepted[:, None], grad_prop, grad)
         delta = torch.where(accepted, log_p - log_p_prop, torch.zeros_like(log_p))
-        return x_new, MCMCInfo(accepted, acceptance, log_p_new, grad_new, _no_nan(delta))
-
-
-def _no_nan(t: Tensor) -> Tensor:
-    return torch.where(torch.isnan(t), torch.full_like(t, -math.inf), t)
+        return x_new, MCMCInfo(accepted, acceptance, log_p_new, grad_new, nan_to_neg_inf(delta))
 
 
 class Metropolis(Kernel):
@@ -305,7 +302,7 @@ class MALA(Kernel):
         log_p_new = torch.where(valid, log_p_prop, log_p)
         # a path through an invalid point has weight 0; the chain stays to keep values finite
         delta = torch.where(valid, log_backward - log_forward, torch.full_like(log_p, -math.inf))
-        return x_new, MCMCInfo(valid, valid.to(x.dtype), log_p_new, grad_new, _no_nan(delta))
+        return x_new, MCMCInfo(valid, valid.to(x.dtype), log_p_new, grad_new, nan_to_neg_inf(delta))
 
 
 class HMC(Kernel):

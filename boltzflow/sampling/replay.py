@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..analysis.estimate import clean_log_weights
+from ..numerics import clean_log
 
 
 class PrioritisedReplayBuffer:
@@ -56,7 +56,7 @@ class PrioritisedReplayBuffer:
             self.log_w = x.new_full((self.capacity,), -math.inf)
             self.log_q = x.new_zeros(self.capacity)
         x, log_w, log_q = (t.detach()[-self.capacity:].to(self.x) for t in (x, log_w, log_q))
-        log_w = clean_log_weights(log_w)
+        log_w = clean_log(log_w)
         rows = (self.position + torch.arange(len(x), device=self.x.device)) % self.capacity
         self.x[rows], self.log_w[rows], self.log_q[rows] = x, log_w, log_q
         self.position = (self.position + len(x)) % self.capacity
@@ -85,7 +85,7 @@ class PrioritisedReplayBuffer:
         if self.size == 0 or ((indices < 0) | (indices >= self.size)).any():
             raise ValueError(f"indices must lie in [0, {self.size}) (the rows filled)")
         log_q_new = log_q_new.detach().to(self.log_q)
-        self.log_w[indices] = clean_log_weights(self.log_w[indices] + self.log_q[indices] - log_q_new)
+        self.log_w[indices] = clean_log(self.log_w[indices] + self.log_q[indices] - log_q_new)
         self.log_q[indices] = log_q_new
 
     def state_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flows.domains import Domain, domain_masks, wrap
+from ..numerics import clean_log
 
 LogDensity = Callable[[Tensor], Tensor]
 
@@ -24,7 +25,7 @@ def _checked(log_p: Tensor, x: Tensor) -> Tensor:
         raise ValueError(
             f"the target must return log-densities of shape [batch] = [{len(x)}], got {list(log_p.shape)}"
         )
-    return torch.where(torch.isfinite(log_p), log_p, torch.full_like(log_p, -math.inf))
+    return clean_log(log_p)
 
 
 def log_prob(log_p_fn: LogDensity, x: Tensor, keep_graph: bool = False) -> Tensor:

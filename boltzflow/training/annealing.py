@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..analysis.estimate import clean_log_weights
+from ..numerics import clean_log
 from ..analysis.weights import kish_ess
 from ..flows import Flow
 from ..sampling import LogDensity
@@ -89,7 +89,7 @@ class TemperatureAnnealing:
             x, log_q = self.flow.sample_and_log_prob(self.samples)
             log_w = self.log_p(x) - log_q
             ess = kish_ess(log_w).item()
-            weights = torch.softmax(clean_log_weights(log_w).double(), 0)
+            weights = torch.softmax(clean_log(log_w).double(), 0)
             self.data = x[torch.multinomial(weights, self.samples, replacement=True)]
         self.stage_stats = {"stage_ess": ess}
 

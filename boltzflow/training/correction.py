@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BoltzflowError
+from ..numerics import nan_to_neg_inf
 from ..sampling import AIS, HMC, MALA
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class AISCorrection:
         self.drawn += n
         acceptance = result.acceptance.detach().double().cpu() * n
         self._acceptance_sum = acceptance if self._acceptance_sum is None else self._acceptance_sum + acceptance
-        log_w_flow = torch.where(torch.isnan(log_w_flow), torch.full_like(log_w_flow, -math.inf), log_w_flow)
+        log_w_flow = nan_to_neg_inf(log_w_flow)
         return {"z": result.x, **out, "log_q": result.log_q, "log_w": result.log_w, "log_w_flow": log_w_flow}
 
     @property

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..analysis.estimate import clean_log_weights
+from ..numerics import clean_log
 from ..analysis.weights import kish_ess
 from ..flows import Flow
 from ..sampling import Kernel, LogDensity
@@ -91,7 +91,7 @@ class StochasticFlow(nn.Module):
                     log_w = log_w + info.log_weight_delta
                     acceptance[k] += info.acceptance.detach().mean() / self.steps_per_layer
                 log_p = log_pi
-            log_w = clean_log_weights(log_w + log_p)
+            log_w = clean_log(log_w + log_p)
         return y, log_w, {"acceptance": acceptance, "log_p": log_p}
 
     def backward_path(self, data: Tensor, log_p_fn: LogDensity) -> tuple[Tensor, Tensor]:

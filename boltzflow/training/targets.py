@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..coordinates import InternalCoordinates, has_expected_chirality
 from ..energy.reduced import regularize
+from ..numerics import nan_to_neg_inf
 
 MIRROR_MODES = ("penalize", "exclude")
 
@@ -85,7 +86,7 @@ class BoltzmannTarget(nn.Module):
         log_p = -u_train + log_det
         if self.mirror == "exclude":
             log_p = torch.where(right_handed, log_p, torch.full_like(log_p, -math.inf))
-        log_p = torch.where(torch.isnan(log_p), torch.full_like(log_p, -math.inf), log_p)
+        log_p = nan_to_neg_inf(log_p)
         return {"xyz": xyz, "u": u, "log_det": log_det, "right_handed": right_handed, "log_p": log_p}
 
     def forward(self, z: Tensor) -> Tensor:
