@@ -25,7 +25,7 @@ app = typer.Typer(
     name="boltzflow",
     help="Sample molecular Boltzmann distributions with normalizing flows.",
     epilog="[bold]Examples[/bold]:\n\n"
-           "boltzflow train alanine-dipeptide --out runs/ala  [dim](about 10 min on one core)[/dim]\n"
+           "boltzflow train alanine-dipeptide --out runs/ala  [dim](about 10 min on two cores)[/dim]\n"
            "boltzflow sample runs/ala -n 100000\n"
            "boltzflow free-energy runs/ala --plots figures\n"
            "boltzflow umbrella alanine-dipeptide --cv phi --out reference\n"

@@ -41,7 +41,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, min=1, help="Samples per step."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (Adam, cosine decay)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any settings (see config.toml of a run)."),
-    preset: str = typer.Option("default", help="default (about 10 min on one CPU core), cpu-hour (about an hour on one CPU core) or literature (published budget, for a GPU)."),
+    preset: str = typer.Option("default", help="default (about 10 min on two CPU cores), cpu-hour (about an hour on one CPU core) or literature (published budget, for a GPU)."),
     out: Optional[Path] = typer.Option(None, help="Run directory. Default: runs/SYSTEM-OBJECTIVE-seedS."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N. Default: cpu."),
     seed: Optional[int] = typer.Option(None, help="Random seed. Default: 0."),
