@@ -30,6 +30,7 @@ from ..analysis.weights import kish_ess
 from ..flows import Flow
 from ..sampling import LogDensity
 from .objectives import forward_kl
+from .trainer import load_objective_state, objective_state
 
 Objective = Callable[[int], tuple[Tensor, dict]]
 REFITS = ("ml", "objective")
@@ -112,13 +113,11 @@ class TemperatureAnnealing:
         state: dict[str, Any] = {"stage": self.stage, "stage_stats": dict(self.stage_stats)}
         if self.data is not None:
             state["data"] = self.data.clone()
-        if hasattr(self.first, "state_dict"):
-            state["first"] = self.first.state_dict()
+        state["first"] = objective_state(self.first)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage, self.stage_stats = int(state["stage"]), dict(state["stage_stats"])
         self.data = state.get("data")
         self.set_temperature(self.temperatures[self.stage])
-        if hasattr(self.first, "load_state_dict"):
-            self.first.load_state_dict(state["first"])
+        load_objective_state(self.first, state.get("first", {}))

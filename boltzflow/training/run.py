@@ -46,7 +46,7 @@ from .fab import FAB
 from .objectives import forward_kl, reverse_kl
 from .snf import StochasticFlow, snf_forward_kl, snf_reverse_kl
 from .targets import BoltzmannTarget
-from .trainer import Schedule, Trainer, parse_duration
+from .trainer import Schedule, Trainer, load_objective_state, objective_state, parse_duration
 
 KERNEL_CLASSES = {"metropolis": Metropolis, "mala": MALA, "hmc": HMC}
 SWEEP_FILE = "sweep.json"  # put into a run directory by boltzflow sweep before the run starts
@@ -222,17 +222,14 @@ class _Objective:
         return loss, {**stats, "evaluations": self.evaluations}
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"evaluations": self.evaluations}
-        if hasattr(self.inner, "state_dict"):
-            state["inner"] = self.inner.state_dict()
+        state: dict[str, Any] = {"evaluations": self.evaluations, "inner": objective_state(self.inner)}
         if self.snf is not None:
             state["kernels"] = self.snf.kernels.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.evaluations = int(state["evaluations"])
-        if "inner" in state:
-            self.inner.load_state_dict(state["inner"])
+        load_objective_state(self.inner, state.get("inner", {}))
         if self.snf is not None:
             self.snf.kernels.load_state_dict(state["kernels"])
 

@@ -50,7 +50,7 @@ from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +62,27 @@ from . import distributed
 
 LossFn = Callable[[int], tuple[Tensor, dict]]
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s)
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """An objective whose state a checkpoint carries (FAB's buffer, the annealing stage,
+    counters): it has both methods. Plain functions have no state."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def objective_state(objective: Callable) -> dict:
+    """The state of a ``Stateful`` objective, {} for any other."""
+    return objective.state_dict() if isinstance(objective, Stateful) else {}
+
+
+def load_objective_state(objective: Callable, state: dict) -> None:
+    """Restore what ``objective_state`` returned."""
+    if isinstance(objective, Stateful):
+        objective.load_state_dict(state)
 
 
 def parse_duration(text: str) -> float:
@@ -256,7 +277,7 @@ class Trainer:
     def state(self) -> dict:
         """The checkpoint's content, with every process's shard states (every process calls this)."""
         local = [{"rng": _rng(self.device) if k == 0 else self._streams[k - 1],
-                  "objective": fn.state_dict() if hasattr(fn, "state_dict") else {}}
+                  "objective": objective_state(fn)}
                  for k, fn in enumerate(self.shards)]
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "step": self.step, "skipped": self.skipped, "config": self.config, "elapsed": self.elapsed,
@@ -288,8 +309,7 @@ class Trainer:
         self.step, self.skipped, self.elapsed = state["step"], state["skipped"], state["elapsed"]
         mine = state["shards"][self.rank * n:(self.rank + 1) * n]
         for fn, shard in zip(self.shards, mine):
-            if hasattr(fn, "load_state_dict"):
-                fn.load_state_dict(shard["objective"])
+            load_objective_state(fn, shard["objective"])
         _set_rng(mine[0]["rng"], device)
         self._streams = [{k: v.cpu() for k, v in shard["rng"].items()} for shard in mine[1:]]
         if self.rank == 0 and self.metrics_path.is_file():
