@@ -161,3 +161,29 @@ def test_the_command_writes_a_folder_every_command_accepts(tmp_path):
     assert [r.name for r in system.topology.residues] == ["ACE", "GLY", "PRO", "NME"]
     assert [c["name"] for c in system.chiral_centers] == ["CA PRO3"]
     assert app.PDBFile(str(tmp_path / "gp" / "structure.pdb")).topology.getNumAtoms() == 7 + 14 + 12
+
+
+def test_a_new_system_goes_through_every_command(tmp_path):
+    """train, sample, free-energy, md and umbrella accept a folder written by systems new
+    (a tiny run of each: this checks the plumbing, not the numbers)."""
+    runner = CliRunner()
+
+    def ok(*args):
+        result = runner.invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    folder = tmp_path / "ag"
+    ok("systems", "new", folder, "--sequence", "AG")
+    run = tmp_path / "run"
+    ok("train", folder, "--out", run, "--set", "steps=2", "--set", "batch_size=8", "--set", "model.layers=2",
+       "--set", "model.hidden=[16]", "--set", "final_samples=64", "--set", "eval_batch_size=16",
+       "--set", "anneal.samples=64", "--threads", "1")
+    assert (run / "ramachandran.png").is_file() and (run / "pmf_psi2.png").is_file()
+    ok("sample", run, "-n", "64", "--out", tmp_path / "s.h5")
+    assert "phi1_negative → phi1_positive" in ok("free-energy", tmp_path / "s.h5")
+    ok("md", folder, "--ns", "0.0002", "--out", tmp_path / "md.h5", "--report-interval", "50", "--threads", "1")
+    pytest.importorskip("pymbar")
+    ok("umbrella", folder, "--cv", "phi2", "--windows", "3", "--ps", "0.2", "--equilibration-ps", "0.02",
+       "--out", tmp_path / "umbrella", "--threads", "1")
+    assert (tmp_path / "umbrella").is_dir()
