@@ -19,6 +19,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from .coordinates.placement import Placement
+from .coordinates.zmatrix import ZMatrix
 from .errors import BoltzflowError
 
 ONE_LETTER = {"A": "ALA", "R": "ARG", "N": "ASN", "D": "ASP", "C": "CYS", "Q": "GLN", "E": "GLU",
@@ -72,9 +74,6 @@ def _superpose(moving: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.n
 def capped_peptide(sequence: str):
     """Ace-(sequence)-Nme, heavy atoms: (OpenMM Topology with bonds, positions [n_atoms, 3] in nm)."""
     import openmm.app as app
-
-    from .coordinates.placement import Placement
-    from .coordinates.zmatrix import ZMatrix
 
     residues = ["ACE", *parse_sequence(sequence), "NME"]
     # the backbone chain CH3, C | N, CA, C | ... | N, C(H3): atom labels (residue k, name)

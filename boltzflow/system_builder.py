@@ -21,8 +21,13 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .coordinates import find_chiral_centers
+from .energy.torch_forcefield import TorchForceField
 from .errors import BoltzflowError
+from .io.atomic import check_writable
+from .io.toml import dumps_toml
 from .peptides import backbone_dihedrals, backbone_states, capped_peptide, parse_sequence
+from .systems import load_system
 
 # the tetra- and hexapeptide benchmarks' force field (TA-BG): Amber ff99SB-ILDN with OBC2 GB
 DEFAULT_FORCEFIELD = ("amber99sbildn.xml", "amber99_obc.xml")
@@ -78,8 +83,6 @@ def parametrise(topology, positions: np.ndarray, forcefield_files: Sequence[str]
     import openmm
     import openmm.app as app
     import openmm.unit as unit
-
-    from .energy.torch_forcefield import TorchForceField
 
     forcefield = _forcefield(forcefield_files)
     modeller = app.Modeller(topology, positions * unit.nanometer)
@@ -139,8 +142,6 @@ def peptide_structure(sequence: str, forcefield_files: Sequence[str] = DEFAULT_F
 def system_toml(name: str, description: str, temperature: float, forcefield_files: Sequence[str],
                 dihedrals: dict, states: dict, chiral_centers: list, made_by: str = "") -> str:
     """The text of a ``system.toml`` (keys as in ``systems/README.md``)."""
-    from .io.toml import dumps_toml
-
     spec = {"name": name, "description": description, "structure": "structure.pdb", "temperature": float(temperature),
             "forcefield": {"files": list(forcefield_files), "nonbonded_method": "NoCutoff", "constraints": "none"},
             "dihedrals": {k: list(v) for k, v in dihedrals.items()}, "states": states,
@@ -166,10 +167,6 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
     """
     import mdtraj
     import openmm.app as app
-
-    from .coordinates import find_chiral_centers
-    from .io.atomic import check_writable
-    from .systems import load_system
 
     folder = Path(folder)
     if (sequence is None) == (pdb is None):
