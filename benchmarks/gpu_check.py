@@ -359,7 +359,8 @@ def training(scale: Scale, log: StageLog, out: Path) -> None:
 def sampling(scale: Scale, log: StageLog, out: Path) -> None:
     from boltzflow.analysis import kish_ess
     from boltzflow.errors import BoltzflowError
-    from boltzflow.io import read_samples, write_samples
+    from boltzflow.io import read_samples
+    from boltzflow.runs import write_samples
     from boltzflow.training.correction import AISCorrection
     from boltzflow.training.run import build_run, load_run
 

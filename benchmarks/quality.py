@@ -26,8 +26,9 @@ import json
 import statistics
 from pathlib import Path
 
-from boltzflow.analysis.report import free_energy_report, load_reference, samples_for
-from boltzflow.io import read_attributes, write_samples
+from boltzflow.runs.report import free_energy_report, load_reference, samples_for
+from boltzflow.io import read_attributes
+from boltzflow.runs import write_samples
 from boltzflow.training.config import resolve_config
 from boltzflow.training.correction import AISCorrection
 from boltzflow.training.run import load_run, train

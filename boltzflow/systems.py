@@ -76,6 +76,29 @@ class State:
         return inside
 
 
+def _disjoint(a: State, b: State) -> bool:
+    """Whether two states share no point: some common CV has non-overlapping ranges."""
+
+    def arcs(low: float, high: float) -> list:
+        return [(low, high)] if low <= high else [(low, math.pi), (-math.pi, high)]
+
+    return any(all(max(p[0], q[0]) >= min(p[1], q[1]) for p in arcs(*a.ranges[cv]) for q in arcs(*b.ranges[cv]))
+               for cv in set(a.ranges) & set(b.ranges))
+
+
+def disjoint_groups(states) -> list:
+    """Names of ``states`` (an iterable of ``State``) in groups of mutually disjoint states,
+    each state in the first group it is disjoint from every member of."""
+    groups: list = []
+    for state in states:
+        group = next((g for g in groups if all(_disjoint(state, other) for other in g)), None)
+        if group is None:
+            groups.append([state])
+        else:
+            group.append(state)
+    return [[state.name for state in group] for group in groups]
+
+
 @dataclass
 class System:
     """A molecular system ready for sampling.

@@ -83,7 +83,8 @@ def sample(
     import torch
 
     from boltzflow.analysis import kish_ess
-    from boltzflow.io import check_writable, read_samples, read_toml, write_samples
+    from boltzflow.io import check_writable, read_samples, read_toml
+    from boltzflow.runs import write_samples
     from boltzflow.threads import use_threads
     from boltzflow.training.correction import AISCorrection
     from boltzflow.training.run import load_run
@@ -142,8 +143,9 @@ def export(
       boltzflow export runs/ala/samples.h5 --format dcd
       boltzflow export runs/ala/samples.h5 --resampled --out boltzmann.xtc
     """
-    from boltzflow.io import check_writable, export_samples
-    from boltzflow.io.export import WITHOUT_TOPOLOGY, topology_file
+    from boltzflow.io import check_writable
+    from boltzflow.runs import export_samples
+    from boltzflow.runs.export import WITHOUT_TOPOLOGY, topology_file
 
     if out is not None:
         check_writable(out, "trajectory file")
@@ -236,7 +238,7 @@ def free_energy(
       boltzflow free-energy runs/ala/samples.h5 --reference md.h5 --plots figures --json report.json
       boltzflow free-energy runs/ala -n 200000 --reference umbrella --json -
     """
-    from boltzflow.analysis.report import free_energy_report, load_reference, report_plots, samples_for
+    from boltzflow.runs.report import free_energy_report, load_reference, report_plots, samples_for
     from boltzflow.io import atomic_path, check_writable
     from boltzflow.threads import use_threads
     from boltzflow.training.run import load_run

@@ -165,7 +165,7 @@ def _final_report(run, out: Path, settings: dict):
     ``final_samples`` fresh samples (OUT/report.json), the Ramachandran and PMF plots in OUT."""
     import json
 
-    from boltzflow.analysis.report import draw_weighted_samples, free_energy_report, report_plots
+    from boltzflow.runs.report import draw_weighted_samples, free_energy_report, report_plots
     from boltzflow.io import atomic_path
 
     samples = draw_weighted_samples(run, settings["final_samples"], seed=settings["seed"], run_dir=out)

@@ -39,12 +39,16 @@ import openmm
 import openmm.unit as unit
 import torch
 
+from ..analysis.compare import total_variation_noise_floor
 from ..analysis.estimate import Estimate
+from ..analysis.free_energy import Profile, Surface
+from ..analysis.histograms import angle_bin_centers, histogram, plane_bin_index
 from ..analysis.mbar import UmbrellaFreeEnergies, mbar_free_energies, repeat_estimate
-from ..analysis.plots import plot_pmf
-from ..geometry import dihedral_angles
+from ..analysis.plots import plot_pmf, plot_ramachandran
 from ..errors import BoltzflowError
+from ..geometry import dihedral_angles
 from ..io import atomic_path
+from ..systems import State, disjoint_groups
 from .simulation import (TIMESTEP_PS, langevin_context, minimise_and_thermalise, openmm_seed, restore_state,
                          save_state)
 
@@ -294,9 +298,6 @@ def region_pairs(regions: dict) -> list:
     """(a, b) pairs for ΔF = F_b − F_a between named regions (name → {cv: (low, high)}): within
     each group of mutually disjoint regions (``disjoint_groups``, in order) the first against
     every other; a region alone in its group against the first region."""
-    from ..analysis.report import disjoint_groups
-    from ..systems import State
-
     names = list(regions)
     pairs = []
     for group in disjoint_groups(State(name, ranges) for name, ranges in regions.items()):
@@ -386,8 +387,6 @@ def _mean_profile(profiles: list, level: float):
     repeats' free energies (each zeroed at the mean profile's lowest bin) and a t interval."""
     from scipy import stats
 
-    from ..analysis.free_energy import Profile
-
     f = np.stack([p.free_energy.numpy() for p in profiles])
     p = np.exp(-f)
     p /= p.sum(1, keepdims=True)
@@ -408,11 +407,6 @@ def _mean_profile(profiles: list, level: float):
 def _write_plane(folder: Path, results: list, bins: int, cvs: list, settings: dict) -> dict:
     """The reweighted histogram of the two CVs per repeat and averaged, its noise floor
     (ramachandran.npz) and the free-energy surface of the average (ramachandran.png)."""
-    from ..analysis.compare import total_variation_noise_floor
-    from ..analysis.free_energy import Surface
-    from ..analysis.histograms import angle_bin_centers, histogram, plane_bin_index
-    from ..analysis.plots import plot_ramachandran
-
     histograms = []
     for result in results:
         x = torch.from_numpy(result.samples)

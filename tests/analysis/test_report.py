@@ -14,10 +14,10 @@ from boltzflow.analysis import (eubo, kish_ess, log_normalizer_interval, margina
                                 ramachandran_divergence, state_delta_f)
 from boltzflow.analysis.compare import kl_divergence
 from boltzflow.analysis.histograms import angle_bin_index, histogram
-from boltzflow.analysis.report import (WeightedSamples, draw_weighted_samples, free_energy_report, load_reference,
+from boltzflow.runs.report import (WeightedSamples, draw_weighted_samples, free_energy_report, load_reference,
                                        report_plots, samples_for, state_groups, state_pairs)
 from boltzflow.errors import BoltzflowError
-from boltzflow.io import write_samples
+from boltzflow.runs import write_samples
 from boltzflow.reference import run_md
 from boltzflow.systems import State, load_system
 from tests.io.runs import one_thread, run, run_dir  # noqa: F401

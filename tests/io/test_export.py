@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from boltzflow.errors import BoltzflowError
-from boltzflow.io import export_samples, read_samples, write_samples
-from boltzflow.io.export import topology_file
+from boltzflow.io import read_samples
+from boltzflow.runs import export_samples, write_samples
+from boltzflow.runs.export import topology_file
 from boltzflow.systems import load_system
 from boltzflow.training.run import load_run
 

@@ -16,7 +16,8 @@ import torch
 
 import boltzflow
 from boltzflow.errors import BoltzflowError
-from boltzflow.io import read_attributes, read_samples, write_samples
+from boltzflow.io import read_attributes, read_samples
+from boltzflow.runs import write_samples
 from boltzflow.training.correction import AISCorrection
 
 from .runs import one_thread, run, run_dir  # noqa: F401

@@ -18,8 +18,10 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import BoltzflowError
-from .atomic import atomic_path
-from .samples import open_samples, read_attributes
+from ..io.atomic import atomic_path
+from ..io.samples import open_samples, read_attributes
+from ..reference.trajectory import append_frames, create_trajectory
+from ..systems import load_system
 
 FORMATS = ("dcd", "xtc", "pdb", "h5")
 WITHOUT_TOPOLOGY = ("dcd", "xtc")  # formats that hold coordinates only
@@ -79,9 +81,6 @@ def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None
     atomically; returns the trajectory's path.
     """
     import mdtraj
-
-    from ..reference.trajectory import append_frames, create_trajectory
-    from ..systems import load_system
 
     samples = Path(samples)
     attrs = read_attributes(samples)

@@ -33,15 +33,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..analysis.compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
+from ..analysis.estimate import Estimate, normalized_weights, sample_log_weights, z_score
+from ..analysis.free_energy import Profile, pmf, population, ramachandran, state_delta_f
+from ..analysis.histograms import angle_bin_centers, angle_bin_index, histogram, plane_bin_index
+from ..analysis.psis import ParetoDiagnostic, pareto_diagnostic
+from ..analysis.weights import kish_ess, log_normalizer_interval
 from ..errors import BoltzflowError
-from ..io.samples import model_file, read_attributes, read_samples, sample_batches, sha256
+from ..io.samples import model_file, read_attributes, read_samples, sha256
+from ..reference.trajectory import load_positions
+from ..systems import disjoint_groups, load_system
+from ..training.run import load_run
 from ..units import thermal_energy
-from .compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
-from .estimate import Estimate, normalized_weights, sample_log_weights, z_score
-from .free_energy import Profile, pmf, population, ramachandran, state_delta_f
-from .histograms import angle_bin_centers, angle_bin_index, histogram, plane_bin_index
-from .psis import ParetoDiagnostic, pareto_diagnostic
-from .weights import kish_ess, log_normalizer_interval
+from .samples import sample_batches
 
 DEFAULT_SAMPLES = 100_000
 MARGINAL_BINS, RAMACHANDRAN_BINS, PMF_BINS = 200, 64, 72
@@ -74,8 +78,6 @@ def _matching_run(attrs: dict) -> Optional[Path]:
 
 def load_weighted_samples(path: Union[str, Path]) -> WeightedSamples:
     """The weighted samples of a samples file (``boltzflow sample``)."""
-    from ..systems import load_system
-
     samples = read_samples(path, positions=False)
     attrs = samples.attrs
     return WeightedSamples(torch.from_numpy(samples.log_w_unnormalized), torch.from_numpy(samples.right_handed),
@@ -110,8 +112,6 @@ def samples_for(path: Union[str, Path], n: Optional[int] = None, batch_size: int
     ``n`` is None (it must come from the run's current model), else ``n`` samples
     (default 100,000) are drawn in memory.
     """
-    from ..training.run import load_run
-
     path = Path(path)
     if not path.is_dir():
         return load_weighted_samples(path), None
@@ -155,8 +155,6 @@ def _read_profile(path: Path, level: float) -> Profile:
 
 def load_reference(path: Union[str, Path], system, level: float = 0.95) -> Reference:
     """Read a reference for ``system``: an umbrella folder or a trajectory (see the module docstring)."""
-    from ..reference.trajectory import load_positions
-
     path = Path(path)
     if path.is_dir():
         results = path / "free_energies.json"
@@ -183,33 +181,10 @@ def load_reference(path: Union[str, Path], system, level: float = 0.95) -> Refer
     return Reference("trajectory", path, xyz=xyz, cvs=cvs)
 
 
-def _disjoint(a, b) -> bool:
-    """Whether two states (``State``) share no point: some common CV has non-overlapping ranges."""
-
-    def arcs(low: float, high: float) -> list:
-        return [(low, high)] if low <= high else [(low, math.pi), (-math.pi, high)]
-
-    return any(all(max(p[0], q[0]) >= min(p[1], q[1]) for p in arcs(*a.ranges[cv]) for q in arcs(*b.ranges[cv]))
-               for cv in set(a.ranges) & set(b.ranges))
-
-
 def state_groups(system) -> list:
     """The system's states in groups of mutually disjoint states, each state in the first group
     (in system.toml order) it is disjoint from every member of."""
     return disjoint_groups(system.states.values())
-
-
-def disjoint_groups(states) -> list:
-    """Names of ``states`` (an iterable of ``State``) in groups of mutually disjoint states,
-    each state in the first group it is disjoint from every member of."""
-    groups: list = []
-    for state in states:
-        group = next((g for g in groups if all(_disjoint(state, other) for other in g)), None)
-        if group is None:
-            groups.append([state])
-        else:
-            group.append(state)
-    return [[state.name for state in group] for group in groups]
 
 
 def state_pairs(system, populations: dict) -> list:
@@ -402,7 +377,7 @@ def report_plots(samples: WeightedSamples, folder: Union[str, Path], reference: 
     """PNGs in ``folder``: ``ramachandran.png`` (flow, reweighted flow, reference trajectory;
     a row per residue's φ, ψ, else the first two CVs) and ``pmf_<cv>.png`` per CV (reweighted flow with its bootstrap band,
     the reference's PMF overlaid). Returns the paths."""
-    from .plots import cv_symbol, plot_pmf, plot_ramachandran
+    from ..analysis.plots import cv_symbol, plot_pmf, plot_ramachandran   # matplotlib: loaded on use
 
     folder = Path(folder)
     exclude = None if keep_mirror else ~samples.right_handed
