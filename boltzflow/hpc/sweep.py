@@ -33,6 +33,7 @@ from typing import Any, Optional, Union
 
 from ..errors import BoltzflowError
 from ..io import atomic_path, read_toml
+from ..training.config import resolve_config
 from ..training.run import SWEEP_FILE
 from .slurm import RESUMABLE, SlurmOptions, sbatch_lines
 
@@ -105,8 +106,6 @@ def train_args(params: dict, base: Path) -> tuple[str, ...]:
 
 def check_settings(params: dict, base: Path) -> None:
     """Raise ``BoltzflowError`` where `boltzflow train` would reject these settings."""
-    from ..training.config import resolve_config
-
     options, assignments = _split(params, base)
     preset, config = options.pop("preset", "default"), options.pop("config", None)
     resolve_config(str(params["system"]), preset, config, options, assignments)

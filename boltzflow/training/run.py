@@ -36,6 +36,7 @@ from ..flows import Flow, ProductBase, spline_flow
 from ..io import atomic_path, model_file, read_toml, write_toml
 from ..io.checkpoints import LAST_CHECKPOINT, read_tensors
 from ..io.lock import LOCK_NAME, directory_lock
+from ..reference.trajectory import load_positions
 from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
 from . import distributed
@@ -172,8 +173,6 @@ def _stochastic_flow(config: dict, flow: Flow) -> StochasticFlow:
 
 def _load_data(run: Run) -> Tensor:
     """The ``data`` file's conformations as internal coordinates z [frames, dim] on the run's device."""
-    from ..reference.trajectory import load_positions
-
     xyz = load_positions(run.config["data"], run.system)
     param = next(run.flow.parameters())
     with torch.no_grad():
