@@ -17,6 +17,8 @@ import numpy as np
 
 import boltzflow
 
+from ..errors import BoltzflowError
+
 UNITS = {"coordinates": "nanometers", "time": "picoseconds", "potentialEnergy": "kilojoules_per_mole"}
 
 
@@ -76,8 +78,6 @@ def load_positions(path: Union[str, Path], system) -> np.ndarray:
     anything else goes through ``mdtraj.load`` with the system's structure as topology.
     """
     import mdtraj
-
-    from ..errors import BoltzflowError
 
     path = Path(path)
     if not path.is_file():
