@@ -24,7 +24,7 @@ import numpy as np
 from .coordinates import find_chiral_centers
 from .energy.torch_forcefield import TorchForceField
 from .errors import BoltzflowError
-from .io.atomic import check_writable
+from .io.atomic import check_writable, default_mode
 from .io.toml import dumps_toml
 from .peptides import backbone_dihedrals, backbone_states, capped_peptide, parse_sequence
 from .systems import load_system
@@ -197,6 +197,7 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(scratch, default_mode(directory=True))
     try:
         for f in forcefield:
             if Path(f).is_file():

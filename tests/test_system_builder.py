@@ -1,5 +1,8 @@
 """New systems from a sequence or a PDB file: the structure, its chemistry, names, and the errors."""
 
+import os
+import stat
+
 import mdtraj
 import numpy as np
 import openmm
@@ -187,3 +190,13 @@ def test_a_new_system_goes_through_every_command(tmp_path):
     ok("umbrella", folder, "--cv", "phi2", "--windows", "3", "--ps", "0.2", "--equilibration-ps", "0.02",
        "--out", tmp_path / "umbrella", "--threads", "1")
     assert (tmp_path / "umbrella").is_dir()
+
+
+def test_the_folder_and_its_files_have_ordinary_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        folder = new_system(tmp_path / "a", sequence="A")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}

@@ -11,6 +11,14 @@ from typing import Iterator, Union
 from ..errors import BoltzflowError
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open`` or ``mkdir`` would give under the current umask
+    (``tempfile`` makes its files 0600 and folders 0700, too private for results on a cluster)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def nearest_existing(path: Path) -> Path:
     """``path`` itself if it exists, else its closest existing ancestor (a folder to create it in)."""
     while not path.exists() and path != path.parent:
@@ -74,6 +82,7 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(name)
+    os.chmod(tmp, default_mode())
     try:
         yield tmp
         with open(tmp, "rb+") as f:

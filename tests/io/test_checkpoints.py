@@ -1,6 +1,7 @@
 """Atomic files and checkpoints: nothing half-written, RNG streams restored, safe loading."""
 
 import os
+import stat
 
 import pytest
 import torch
@@ -21,6 +22,19 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path):
+    """Not tempfile's private 0600: results on a shared cluster are readable as usual."""
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "result.json") as tmp:
+            tmp.write_text("{}")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
 
 
 def test_checkpoint_round_trip_restores_the_random_stream(tmp_path):
