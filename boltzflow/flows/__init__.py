@@ -14,12 +14,12 @@ from .flow import Flow
 from .linear import ActNorm, CircularShift, LULinear, Permutation
 from .planar_radial import Planar, Radial
 from .splines import rational_quadratic
-from .transformers import AffineTransformer, SplineTransformer
+from .transformers import AffineTransformer, SplineTransformer, Transformer
 
 __all__ = [
     "ActNorm", "AffineAutoregressive", "AffineCoupling", "AffineTransformer", "Autoregressive",
     "BaseDistribution", "Bijection", "Circle", "Coupling", "CircularShift", "Domain", "Flow",
     "GaussianMixture", "Interval", "LULinear", "Permutation", "Planar", "ProductBase",
-    "Radial", "Real", "SplineAutoregressive", "SplineCoupling", "SplineTransformer",
+    "Radial", "Real", "SplineAutoregressive", "SplineCoupling", "SplineTransformer", "Transformer",
     "alternating_mask", "random_mask", "rational_quadratic", "spline_flow", "wrap",
 ]

@@ -10,7 +10,7 @@ from torch import nn
 from .bijection import Bijection
 from .domains import Domain, Embedding
 from .nets import MADE
-from .transformers import AffineTransformer, SplineTransformer
+from .transformers import AffineTransformer, SplineTransformer, Transformer
 
 
 class Autoregressive(Bijection):
@@ -27,7 +27,7 @@ class Autoregressive(Bijection):
     def __init__(
         self,
         domains: Sequence[Domain],
-        transformer: type[nn.Module],
+        transformer: type[Transformer],
         hidden: Sequence[int] = (128, 128),
         residual: bool = False,
         context_dim: int = 0,

@@ -10,7 +10,7 @@ from torch import nn
 from .bijection import Bijection
 from .domains import Domain, Embedding
 from .nets import MLP
-from .transformers import AffineTransformer, SplineTransformer
+from .transformers import AffineTransformer, SplineTransformer, Transformer
 
 
 def alternating_mask(dim: int, parity: int = 0) -> torch.Tensor:
@@ -37,7 +37,7 @@ class Coupling(Bijection):
         self,
         domains: Sequence[Domain],
         mask: torch.Tensor,
-        transformer: type[nn.Module],
+        transformer: type[Transformer],
         hidden: Sequence[int] = (128, 128),
         residual: bool = False,
         context_dim: int = 0,

@@ -19,7 +19,19 @@ from .domains import Domain, check_domains, domain_masks, wrap
 from .splines import spline_bins_first
 
 
-class SplineTransformer(nn.Module):
+class Transformer(nn.Module):
+    """The contract of a transformer: ``n_params`` raw parameters per dimension, and
+    ``forward(x, params, inverse=False) -> (y, log|det| [batch])`` with ``params``
+    [batch, dim, n_params]; all-zero parameters give the identity."""
+
+    n_params: int
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor,
+                inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class SplineTransformer(Transformer):
     """Rational-quadratic splines that treat each dimension by its domain.
 
     * ``Interval(a, b)``: maps [a, b] onto itself; both end derivatives are learned.
@@ -46,6 +58,7 @@ class SplineTransformer(nn.Module):
             raise ValueError(f"min_bin * bins must be below 1, got {min_bin} * {bins}")
         self.domains = check_domains(domains)
         self.bins = bins
+        self.n_params = 3 * bins + 2   # K widths, K heights, K+1 derivatives, 1 rotation
         self.rotation = rotation
         self.min_bin = min_bin
         self.min_derivative = min_derivative
@@ -64,10 +77,6 @@ class SplineTransformer(nn.Module):
         self.register_buffer("knot_base", left + width * min_bin * torch.arange(1, bins)[:, None],
                              persistent=False)
         self.register_buffer("knot_scale", width * (1 - min_bin * bins), persistent=False)
-
-    @property
-    def n_params(self) -> int:
-        return 3 * self.bins + 2
 
     def _spline_args(self, params: torch.Tensor, dtype: torch.dtype):
         """x and y knots [..., 2, K+1, dim], knot derivatives [..., K+1, dim] and rotation
@@ -107,16 +116,15 @@ class SplineTransformer(nn.Module):
         return y, log_d.sum(dim=-1)
 
 
-class AffineTransformer(nn.Module):
+class AffineTransformer(Transformer):
     """``y = x · exp(s) + t`` on real dimensions; other dimensions pass unchanged.
 
     The log-scale is softly bounded to (-max_log_scale, max_log_scale) for stability.
     """
 
-    n_params = 2
-
     def __init__(self, domains: Sequence[Domain], max_log_scale: float = 5.0):
         super().__init__()
+        self.n_params = 2
         self.domains = check_domains(domains)
         self.max_log_scale = max_log_scale
         self.register_buffer("real", domain_masks(self.domains)["real"], persistent=False)
