@@ -53,6 +53,7 @@ def _first_line(exc: Exception) -> str:
 
 def read_structure(pdb: Union[str, Path]):
     """(OpenMM Topology, positions [n_atoms, 3] nm) of a PDB file, refusing missing heavy atoms."""
+    import mdtraj
     import openmm.unit as unit
     from pdbfixer import PDBFixer
 
@@ -74,6 +75,12 @@ def read_structure(pdb: Union[str, Path]):
     if missing:
         raise BoltzflowError(f"{path}: missing heavy atoms in {'; '.join(missing[:5])}"
                              f"{' …' if len(missing) > 5 else ''}; complete the structure (e.g. with PDBFixer) first")
+    molecules = mdtraj.Topology.from_openmm(fixer.topology).find_molecules()
+    if len(molecules) > 1:
+        others = sorted({a.residue.name for m in molecules[1:] for a in m})
+        raise BoltzflowError(f"{path.name} holds {len(molecules)} molecules (the others: residues "
+                             f"{', '.join(others[:5])}); a system is one molecule in implicit solvent: "
+                             "remove waters, ions and ligands first")
     return fixer.topology, np.array(fixer.positions.value_in_unit(unit.nanometer), dtype=np.float64)
 
 

@@ -139,10 +139,22 @@ def test_mistakes_are_one_line_and_leave_nothing_behind(tmp_path):
     odd.write_text("\n".join(lines) + "\n")
     message = cli_error(["systems", "new", str(tmp_path / "c"), "--pdb", str(odd)])
     assert "does not match the structure" in message and "residue 1 (ALA)" in message
+    # a second molecule: an explicit water beside the peptide
+    wet = tmp_path / "wet.pdb"
+    water = shipped.topology.copy()
+    residue = water.add_residue("HOH", water.add_chain())
+    oxygen = water.add_atom("O", mdtraj.element.oxygen, residue)
+    for name in ("H1", "H2"):
+        water.add_bond(oxygen, water.add_atom(name, mdtraj.element.hydrogen, residue))
+    xyz = np.concatenate([shipped.positions, [[2.0, 2.0, 2.0], [2.1, 2.0, 2.0], [2.0, 2.1, 2.0]]])
+    mdtraj.Trajectory(xyz[None], water).save_pdb(str(wet))
+    message = cli_error(["systems", "new", str(tmp_path / "w"), "--pdb", str(wet), "--forcefield", "amber96.xml",
+                         "--forcefield", "implicit/obc1.xml", "--forcefield", "tip3p.xml"])
+    assert "holds 2 molecules (the others: residues HOH)" in message
     # a force the torch force field cannot compile (CMAP of ff19SB)
     message = cli_error(["systems", "new", str(tmp_path / "d"), "--sequence", "AA", "--forcefield", "amber19-all.xml"])
     assert "CMAPTorsionForce" in message and "OpenMM backend" not in message
-    assert "no-cb.pdb" in broken.name and sorted(p.name for p in tmp_path.iterdir()) == ["no-cb.pdb", "odd.pdb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-cb.pdb", "odd.pdb", "wet.pdb"]
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "keep.txt").write_text("mine")
     assert "already exists" in cli_error(["systems", "new", str(tmp_path / "e"), "--sequence", "A"])
