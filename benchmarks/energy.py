@@ -37,7 +37,7 @@ from boltzflow.energy.openmm_backend import OpenMMEvaluator, OpenMMPool
 from boltzflow.io import read_toml
 from boltzflow.systems import load_system
 
-from timing import machine, markdown_table, measure
+from timing import machine, measure, print_table
 
 
 def conformations(system, batch: int, seed: int = 0) -> np.ndarray:
@@ -105,19 +105,10 @@ def scaling_systems(sequence: str, folder: str) -> list:
                                    forcefield=files))]
 
 
-def print_table(title: str, header: tuple, rows: list, markdown: bool) -> None:
+def report(title: str, header: tuple, rows: list, markdown: bool) -> None:
     print(title)
     print(machine(OpenMM=openmm.__version__))
-    if markdown:
-        print(markdown_table(header, rows))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*header)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    print_table(header, rows, markdown)
 
 
 def main(argv=None) -> None:
@@ -142,7 +133,7 @@ def main(argv=None) -> None:
                              *(f"{1e6 / np.median(r):.1f}" for r in rates.values()),
                              f"{np.median(rates['torch'] / base):.1f}x"))
         header = ("system", "atoms", *(f"{name} µs/conformation" for name in rates), "torch vs openmm-loop")
-        print_table(f"energy + forces against size, batch {args.batch}, median of {args.repeats}", header, rows,
+        report(f"energy + forces against size, batch {args.batch}, median of {args.repeats}", header, rows,
                     args.markdown)
         return
     system = load_system(args.system)
@@ -151,7 +142,7 @@ def main(argv=None) -> None:
     rows = [(name, f"{np.median(r):,.0f}", f"{1e6 / np.median(r):.1f}", f"{np.median(r / base):.1f}x")
             for name, r in rates.items()]
     header = ("contender", "conformations/s", "µs/conformation", "vs openmm-loop (median ratio)")
-    print_table(f"{system.name}, batch {args.batch}, energy + forces, median of {args.repeats}", header, rows,
+    report(f"{system.name}, batch {args.batch}, energy + forces, median of {args.repeats}", header, rows,
                 args.markdown)
 
 

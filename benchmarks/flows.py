@@ -40,7 +40,7 @@ from torch import nn
 
 from boltzflow.flows import Circle, Interval, spline_flow
 
-from timing import machine, markdown_table, measure
+from timing import machine, measure, print_table
 
 OPERATIONS = ("sample_and_log_prob", "ML step", "reverse-KL step")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -282,16 +282,7 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def render(rows: list[dict], markdown: bool) -> None:
     header, cells = table_cells(rows)
-    if markdown:
-        print(markdown_table(header, cells))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*header)
-    for c in cells:
-        table.add_row(*c)
-    Console(width=max(100, 20 * len(header))).print(table)
+    print_table(header, cells, markdown, width=max(100, 20 * len(header)))
 
 
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -41,6 +41,20 @@ def machine(**versions: str) -> str:
     extra = "".join(f", {name} {version}" for name, version in versions.items())
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
             f"{extra}, Python {platform.python_version()}")
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool, width: Optional[int] = None) -> None:
+    """Print string cells as a markdown table, or as a rich table for a terminal."""
+    if markdown:
+        print(markdown_table(header, rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=width).print(table)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
