@@ -24,8 +24,8 @@ import numpy as np
 from .coordinates import find_chiral_centers
 from .energy.torch_forcefield import TorchForceField
 from .errors import BoltzflowError
-from .io.atomic import check_writable, default_mode
-from .io.toml import dumps_toml
+from .io.atomic import atomic_path, check_writable, default_mode
+from .io.toml import dumps_toml, read_toml
 from .peptides import backbone_dihedrals, backbone_states, capped_peptide, parse_sequence
 from .systems import load_system
 
@@ -146,6 +146,25 @@ def peptide_structure(sequence: str, forcefield_files: Sequence[str] = DEFAULT_F
     return prepare(*capped_peptide(sequence), forcefield_files)
 
 
+def write_structure(path: Union[str, Path], topology, positions: np.ndarray) -> Path:
+    """Write positions [n_atoms, 3] (nm) of an OpenMM topology as a PDB file (Å), atomically."""
+    import openmm.app as app
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        app.PDBFile.writeFile(topology, positions * 10.0, f)
+    return Path(path)
+
+
+def rebuild_peptide_structure(folder: Union[str, Path], sequence: str) -> tuple[int, float]:
+    """Rebuild a peptide system's structure file from its ``system.toml`` (force field, file
+    name): what a shipped peptide's ``build_structure.py`` runs. Returns (atoms, energy kJ/mol)."""
+    folder = Path(folder)
+    spec = read_toml(folder / "system.toml")
+    topology, positions, _, energy = peptide_structure(sequence, spec["forcefield"]["files"])
+    write_structure(folder / spec["structure"], topology, positions)
+    return topology.getNumAtoms(), energy
+
+
 def system_toml(name: str, description: str, temperature: float, forcefield_files: Sequence[str],
                 dihedrals: dict, states: dict, chiral_centers: list, made_by: str = "") -> str:
     """The text of a ``system.toml`` (keys as in ``systems/README.md``)."""
@@ -173,7 +192,6 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
     Returns the folder. Raises ``BoltzflowError`` (one line, nothing written) for a wrong input.
     """
     import mdtraj
-    import openmm.app as app
 
     folder = Path(folder)
     if (sequence is None) == (pdb is None):
@@ -186,7 +204,6 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
         parse_sequence(sequence)
     check_writable(folder, "system folder", directory=True)
     forcefield = [str(Path(f).resolve()) if Path(f).is_file() else f for f in forcefield]
-    _forcefield(forcefield)
 
     if sequence is not None:
         source = f"Ace-{sequence.strip().upper()}-Nme"
@@ -210,8 +227,7 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
             if Path(f).is_file():
                 shutil.copy(f, scratch / Path(f).name)
         (scratch / "system.toml").write_text(text)
-        with open(scratch / "structure.pdb", "w") as f:
-            app.PDBFile.writeFile(topology, positions * 10.0, f)     # PDB files are in Å
+        write_structure(scratch / "structure.pdb", topology, positions)
         load_system(scratch).internal_coordinates()   # what train, sample and md will do with it
         if folder.exists():
             folder.rmdir()

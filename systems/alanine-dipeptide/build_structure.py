@@ -26,7 +26,8 @@ import torch
 from boltzflow.coordinates import ZMatrix, has_expected_chirality
 from boltzflow.coordinates.placement import Placement
 from boltzflow.geometry import dihedral_angles
-from boltzflow.io import atomic_path, read_toml
+from boltzflow.io import read_toml
+from boltzflow.system_builder import write_structure
 
 
 # residue, atom name, element: the literature's order (OpenMM's Amber names)
@@ -111,9 +112,7 @@ def main(folder: Path) -> None:
     if not has_expected_chirality(xyz, CHIRAL_CA).all():
         raise SystemExit("the built structure is not L-alanine; check the Cβ / Hα dihedrals")
     phi, psi = torch.rad2deg(dihedral_angles(xyz, torch.tensor([[4, 6, 8, 14], [6, 8, 14, 16]])))[0].tolist()
-    with atomic_path(folder / spec["structure"]) as tmp:
-        with open(tmp, "w") as f:
-            app.PDBFile.writeFile(top, positions * 10.0, f)   # PDB files are in Å
+    write_structure(folder / spec["structure"], top, positions)
     print(f"{folder.name}: minimised energy {energy:.2f} kJ/mol, phi {phi:.1f} deg, psi {psi:.1f} deg, L-alanine")
 
 

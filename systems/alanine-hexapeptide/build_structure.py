@@ -2,7 +2,7 @@
 
 The backbone is placed from Engh & Huber geometry (polyproline II, trans peptide bonds), the
 side chains are PDBFixer's templates, OpenMM's Modeller adds the hydrogens and the force
-field of the folder's system.toml minimises it (``boltzflow.system_builder.peptide_structure``);
+field of the folder's system.toml minimises it (``boltzflow.system_builder.rebuild_peptide_structure``);
 the same as ``boltzflow systems new FOLDER --sequence AAAAA``, which also wrote system.toml.
 
     python systems/alanine-hexapeptide/build_structure.py [FOLDER]
@@ -13,22 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import openmm.app as app
-
-from boltzflow.io import atomic_path, read_toml
-from boltzflow.system_builder import peptide_structure
-
-SEQUENCE = "AAAAA"
-
-
-def main(folder: Path) -> None:
-    spec = read_toml(folder / "system.toml")
-    topology, positions, _, energy = peptide_structure(SEQUENCE, spec["forcefield"]["files"])
-    with atomic_path(folder / spec["structure"]) as tmp:
-        with open(tmp, "w") as f:
-            app.PDBFile.writeFile(topology, positions * 10.0, f)   # PDB files are in Å
-    print(f"{folder.name}: {topology.getNumAtoms()} atoms, minimised energy {energy:.2f} kJ/mol")
-
+from boltzflow.system_builder import rebuild_peptide_structure
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent)
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    atoms, energy = rebuild_peptide_structure(folder, "AAAAA")
+    print(f"{folder.name}: {atoms} atoms, minimised energy {energy:.2f} kJ/mol")
