@@ -19,6 +19,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from .coordinates.cartesian import fit_rotation
 from .coordinates.placement import Placement
 from .coordinates.zmatrix import ZMatrix
 from .errors import BoltzflowError
@@ -62,15 +63,6 @@ def _template(name: str) -> dict[str, tuple[np.ndarray, str]]:
     return atoms
 
 
-def _superpose(moving: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation R (proper) and translation t with ``moving @ R.T + t`` closest to ``target``."""
-    mc, tc = moving.mean(0), target.mean(0)
-    u, _, vt = np.linalg.svd((moving - mc).T @ (target - tc))
-    d = np.sign(np.linalg.det(vt.T @ u.T))
-    rotation = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    return rotation, tc - mc @ rotation.T
-
-
 def capped_peptide(sequence: str):
     """Ace-(sequence)-Nme, heavy atoms: (OpenMM Topology with bonds, positions [n_atoms, 3] in nm)."""
     import openmm.app as app
@@ -110,15 +102,16 @@ def capped_peptide(sequence: str):
     for k, name in enumerate(residues):
         residue = topology.addResidue(name, omm_chain, str(k + 1))
         template = _template(name)
-        if name in AMINO_ACIDS:
-            frame = ["N", "CA", "C"]
-            rotation, shift = _superpose(np.array([template[a][0] for a in frame]),
-                                         np.array([backbone[(k, a)] for a in frame]))
+        if name in AMINO_ACIDS:   # the template's side chain, moved onto the backbone's N, Cα, C
+            source = torch.tensor(np.array([template[a][0] for a in ("N", "CA", "C")]))
+            target = torch.tensor(np.array([backbone[(k, a)] for a in ("N", "CA", "C")]))
+            rotation = fit_rotation(source, target - target.mean(0)).numpy()
+            source_mean, target_mean = source.mean(0).numpy(), target.mean(0).numpy()
         for atom, (position, element) in template.items():
             if (k, atom) in backbone:
                 position = backbone[(k, atom)]
             elif name in AMINO_ACIDS:
-                position = position @ rotation.T + shift
+                position = (position - source_mean) @ rotation + target_mean
             else:
                 raise BoltzflowError(f"cap {name}: template atom {atom} has no backbone position")
             topology.addAtom(atom, app.Element.getBySymbol(element), residue)

@@ -31,15 +31,21 @@ CARTESIAN_SCALE = 0.02       # nm
 MIN_CARTESIAN_SCALE = 1e-4   # nm
 
 
+def fit_rotation(x: Tensor, target: Tensor) -> Tensor:
+    """The proper rotation (Kabsch) that best fits ``x`` [..., n, 3], centred, onto ``target``
+    [n, 3] (centroid at the origin), as the matrix Rᵀ [..., 3, 3] that moves rows: x' = xc Rᵀ."""
+    xc = x - x.mean(-2, keepdim=True)
+    u, _, vh = torch.linalg.svd(xc.transpose(-1, -2) @ target.to(x))
+    # R = V diag(1, 1, d) Uᵀ with d = det(V Uᵀ) = ±1
+    d = torch.where(torch.linalg.det(u @ vh) < 0, -1.0, 1.0).to(x)
+    flip = torch.cat([torch.ones_like(u[..., 0, :2]), d[..., None]], dim=-1)
+    return (u * flip[..., None, :]) @ vh
+
+
 def superpose(x: Tensor, target: Tensor) -> Tensor:
     """``x`` [..., n, 3] moved by the translation and proper rotation that best fit ``target``
     [n, 3] (centroid at the origin); the result is centred at the origin."""
-    xc = x - x.mean(-2, keepdim=True)
-    u, _, vh = torch.linalg.svd(xc.transpose(-1, -2) @ target.to(x))
-    # rotation R = V diag(1, 1, d) Uᵀ with d = det(V Uᵀ) = ±1; rows move as x' = xc Rᵀ
-    d = torch.where(torch.linalg.det(u @ vh) < 0, -1.0, 1.0).to(x)
-    flip = torch.cat([torch.ones_like(u[..., 0, :2]), d[..., None]], dim=-1)
-    return xc @ ((u * flip[..., None, :]) @ vh)
+    return (x - x.mean(-2, keepdim=True)) @ fit_rotation(x, target)
 
 
 def rigid_generators(x: Tensor) -> Tensor:
