@@ -363,6 +363,7 @@ def sampling(scale: Scale, log: StageLog, out: Path) -> None:
     from boltzflow.runs import write_samples
     from boltzflow.training.correction import AISCorrection
     from boltzflow.training.run import build_run, load_run
+    from boltzflow.training.settings import Settings
 
     run_dir = out / TRAIN_DIR
     held = {}
@@ -372,7 +373,7 @@ def sampling(scale: Scale, log: StageLog, out: Path) -> None:
             try:
                 held.update(run=load_run(run_dir, scale.device), model="trained in the training stage")
             except BoltzflowError:
-                held.update(run=build_run(training_config(scale)), model="untrained: training left no model")
+                held.update(run=build_run(Settings.from_config(training_config(scale))), model="untrained: training left no model")
         return held["run"]
 
     def draw(correction: Optional[AISCorrection], share: float) -> dict:

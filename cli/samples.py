@@ -97,7 +97,7 @@ def sample(
     if ais == 0:
         correction = None
     elif (run / "config.toml").is_file():
-        AISCorrection.check_run(read_toml(run / "config.toml"))
+        AISCorrection.check_objective(read_toml(run / "config.toml").get("objective", ""))
     out = out or run / "samples.h5"
     check_writable(out, "samples file")
     loaded = load_run(run, device)

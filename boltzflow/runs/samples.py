@@ -131,19 +131,19 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
         raise BoltzflowError(f"--resample must be >= 0 conformations, got {resample}")
 
     path = Path(path)
-    check_disk(path, n, resample, run.system.n_atoms, np.dtype(run.config["dtype"]).itemsize)
+    check_disk(path, n, resample, run.system.n_atoms, np.dtype(run.settings.dtype).itemsize)
     if model is None and run_dir is not None:
         model = model_file(run_dir)
-    system = run.config["system"]  # a name, or a folder / system.toml: then made absolute
+    system = run.settings.system  # a name, or a folder / system.toml: then made absolute
     attrs = {"format": FORMAT, "format_version": FORMAT_VERSION,
              "system": str(Path(system).resolve()) if Path(system).exists() else system,
              "system_name": run.system.name, "temperature": run.target.temperature,
              "kT": thermal_energy(run.target.temperature), "units": json.dumps(UNITS), "n": n, "seed": seed,
-             "run": str(Path(run_dir).resolve()) if run_dir is not None else "", "objective": run.config["objective"],
+             "run": str(Path(run_dir).resolve()) if run_dir is not None else "", "objective": run.settings.objective,
              "model_file": str(Path(model).resolve()) if model is not None else "",
              "model_sha256": sha256(model) if model is not None else "", "boltzflow_version": boltzflow.__version__}
     if correction is not None:
-        correction.check_run(run.config)
+        correction.check_objective(run.settings.objective)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(attrs)
         datasets, done = None, 0

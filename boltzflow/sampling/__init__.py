@@ -5,12 +5,12 @@ autograd can take, on mixed real / interval / circle domains. Stochastic normali
 and FAB (in ``boltzflow.training``) build on them.
 """
 
-from .ais import AIS, AISResult, annealing_schedule, gradient_scale, spread
-from .kernels import HMC, MALA, Kernel, MCMCInfo, Metropolis
+from .ais import AIS, SPACINGS, AISResult, annealing_schedule, gradient_scale, spread
+from .kernels import HMC, KERNELS, MALA, Kernel, MCMCInfo, Metropolis
 from .replay import PrioritisedReplayBuffer
 from .targets import LogDensity, Space, log_prob, log_prob_and_grad
 
 __all__ = [
-    "AIS", "AISResult", "HMC", "gradient_scale", "Kernel", "LogDensity", "MALA", "MCMCInfo", "Metropolis",
-    "PrioritisedReplayBuffer", "Space", "annealing_schedule", "log_prob", "log_prob_and_grad", "spread",
+    "AIS", "AISResult", "HMC", "KERNELS", "gradient_scale", "Kernel", "LogDensity", "MALA", "MCMCInfo", "Metropolis",
+    "PrioritisedReplayBuffer", "SPACINGS", "Space", "annealing_schedule", "log_prob", "log_prob_and_grad", "spread",
 ]

@@ -55,6 +55,8 @@ from ..numerics import clean_log
 from .kernels import Kernel
 from .targets import LogDensity, log_prob, log_prob_and_grad
 
+SPACINGS = ("linear", "geometric")  # of the β schedule (annealing_schedule)
+
 
 def annealing_schedule(n_intermediate: int, spacing: str = "linear",
                        min_beta: float = 1e-3) -> tuple[float, ...]:
@@ -74,7 +76,7 @@ def annealing_schedule(n_intermediate: int, spacing: str = "linear",
             raise ValueError(f"min_beta must be in (0, 1), got {min_beta}")
         inner = [math.exp(math.log(min_beta) * (m - k) / m) for k in range(m)]
     else:
-        raise ValueError(f"spacing must be 'linear' or 'geometric', got {spacing!r}")
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     return (0.0, *inner, 1.0)
 
 

@@ -346,3 +346,7 @@ class HMC(Kernel):
         log_p_y = torch.where(valid, log_p_y, torch.full_like(log_p_y, -math.inf))
         log_ratio = log_p_y - 0.5 * (p**2 / mass).sum(-1) - log_p + kinetic
         return self._select(x, y, log_p, log_p_y, grad, grad_y, log_ratio)
+
+
+# the kernels by the names settings and the CLI use (snf.kernel, --ais-kernel)
+KERNELS: dict[str, type[Kernel]] = {"metropolis": Metropolis, "mala": MALA, "hmc": HMC}

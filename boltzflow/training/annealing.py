@@ -29,10 +29,9 @@ from ..numerics import clean_log
 from ..analysis.weights import kish_ess
 from ..flows import Flow
 from ..sampling import LogDensity
-from .objectives import forward_kl
-from .trainer import load_objective_state, objective_state
+from .objectives import forward_kl, minibatch
+from .trainer import LossFn, load_objective_state, objective_state
 
-Objective = Callable[[int], tuple[Tensor, dict]]
 REFITS = ("ml", "objective")
 
 
@@ -62,7 +61,7 @@ class TemperatureAnnealing:
             stage-0 objective at each lower temperature).
     """
 
-    def __init__(self, first: Objective, flow: Flow, log_p: LogDensity,
+    def __init__(self, first: LossFn, flow: Flow, log_p: LogDensity,
                  set_temperature: Callable[[float], None], temperatures: Sequence[float],
                  steps: int, batch_size: int, samples: int, first_fraction: float = 0.5, refit: str = "ml"):
         if not 0 < first_fraction < 1:
@@ -104,8 +103,7 @@ class TemperatureAnnealing:
         else:
             if stage != self.stage or self.data is None:
                 self._enter(stage)
-            batch = self.data[torch.randint(len(self.data), (self.batch_size,), device=self.data.device)]
-            loss, stats = forward_kl(self.flow, batch)
+            loss, stats = forward_kl(self.flow, minibatch(self.data, self.batch_size))
             stats.update(self.stage_stats)
         return loss, {**stats, "temperature": self.temperatures[stage]}
 

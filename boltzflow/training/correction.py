@@ -22,6 +22,7 @@ the flow's ESS and the corrected ESS of the same draws.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,13 +31,14 @@ from torch import Tensor
 
 from ..errors import BoltzflowError
 from ..numerics import nan_to_neg_inf
-from ..sampling import AIS, HMC, MALA
+from ..sampling import AIS, KERNELS, SPACINGS
+
+from .settings import OBJECTIVES
 
 if TYPE_CHECKING:
     from .run import Run
 
-AIS_KERNELS = {"hmc": HMC, "mala": MALA}
-SPACINGS = ("linear", "geometric")
+AIS_KERNELS = {name: kernel for name, kernel in KERNELS.items() if kernel.uses_grad}  # AIS moves by gradients
 PRECONDITIONERS = ("spread", "curvature")
 
 
@@ -100,11 +102,13 @@ class AISCorrection:
         self.levels, self.leapfrog, self.steps = int(self.levels), int(self.leapfrog), int(self.steps)
 
     @staticmethod
-    def check_run(run_config: dict) -> None:
-        """Raise ``BoltzflowError`` for runs the correction does not support (stochastic flows)."""
-        if run_config.get("objective") == "snf":
-            raise BoltzflowError("--ais needs a flow with a density log q; this run is a stochastic normalizing flow "
-                                 "(objective snf), whose samples carry path weights only")
+    def check_objective(objective: str) -> None:
+        """Raise ``BoltzflowError`` for runs of an objective the correction does not support:
+        those whose model is not the flow itself (stochastic flows)."""
+        kind = OBJECTIVES.get(objective)
+        if kind is not None and kind.wrap is not None:
+            raise BoltzflowError(f"AIS needs a flow with a density log q; this run is a stochastic normalizing flow "
+                                 f"(objective {objective}), whose samples carry path weights only")
 
     def _kernel(self, run: "Run"):
         options = {"n_leapfrog": self.leapfrog} if self.kernel == "hmc" else {}
@@ -112,9 +116,7 @@ class AISCorrection:
 
     def warm_up(self, run: "Run") -> None:
         """Build the AIS, tune its step sizes on warm-up batches and freeze them (uses torch's RNG)."""
-        import time
-
-        self.check_run(run.config)
+        self.check_objective(run.settings.objective)
         param = next(run.flow.parameters())
         self.ais = AIS(self._kernel(run), self.levels, spacing=self.spacing, steps_per_level=self.steps,
                        adapt=False).to(param.device)

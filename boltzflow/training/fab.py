@@ -18,14 +18,18 @@ Two variants:
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..analysis.weights import kish_ess, normalized_log_weights
+from ..errors import invalid_setting
 from ..flows import Flow
-from ..sampling import AIS, LogDensity, PrioritisedReplayBuffer
+from ..sampling import AIS, HMC, SPACINGS, LogDensity, PrioritisedReplayBuffer
+from .objectives import Objective, finite_mean_loss
 
 
 class FAB:
@@ -71,10 +75,9 @@ class FAB:
             self.buffer.add(result.x, result.log_w, result.log_q)
         x, _, _, indices = self.buffer.sample(self.batch_size)
         log_q = self.flow.log_prob(x)
-        finite = torch.isfinite(log_q)
         self.buffer.update_log_q(indices, log_q.detach())
-        loss = -log_q[finite].mean() if finite.any() else log_q.new_tensor(float("nan"))
-        return loss, {**self._last_ais, "excluded": int((~finite).sum())}
+        loss, excluded = finite_mean_loss(log_q)
+        return loss, {**self._last_ais, "excluded": excluded}
 
     def state_dict(self) -> dict[str, Any]:
         """AIS step sizes and the replay buffer (tensors and ints only)."""
@@ -87,3 +90,39 @@ class FAB:
         self.ais.load_state_dict(state["ais"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
+
+
+@dataclass
+class FABSettings:
+    """``[fab]``: AIS with ``n_intermediate`` levels (``spacing`` of β), HMC with ``n_leapfrog``
+    steps of initial ``step_size``; a replay buffer of ``buffer_batches`` AIS batches, each
+    used for ``updates_per_ais`` gradient steps (``buffer_batches = 0``: no buffer)."""
+
+    n_intermediate: int = 8
+    spacing: str = "linear"
+    n_leapfrog: int = 4
+    step_size: float = 0.01
+    buffer_batches: int = 64
+    updates_per_ais: int = 4
+
+    def check(self) -> None:
+        if self.spacing not in SPACINGS:
+            raise invalid_setting("fab.spacing", self.spacing, " | ".join(SPACINGS))
+        for key, least in (("n_intermediate", 0), ("n_leapfrog", 1), ("buffer_batches", 0), ("updates_per_ais", 1)):
+            if getattr(self, key) < least:
+                raise invalid_setting(f"fab.{key}", getattr(self, key), f"an integer >= {least}")
+        if not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise invalid_setting("fab.step_size", self.step_size, "a positive step size")
+
+    def objective(self, flow: Flow, log_p: LogDensity, batch: int) -> FAB:
+        """FAB with these settings for ``flow`` on ``batch`` points per AIS run and step."""
+        kernel = HMC(self.step_size, n_leapfrog=self.n_leapfrog, domains=flow.domains)
+        ais = AIS(kernel, self.n_intermediate, spacing=self.spacing).to(next(flow.parameters()).device)
+        return FAB(flow, log_p, ais, batch, buffer_capacity=self.buffer_batches * batch,
+                   updates_per_ais=self.updates_per_ais)
+
+
+FLOW_AIS_BOOTSTRAP = Objective(
+    "fab",  # the α = 2 divergence by AIS towards p²/q, with a replay buffer; from the energy alone
+    lambda run, model, batch, data: run.settings.sections["fab"].objective(model, run.target, batch),
+    settings=FABSettings, anneals=True)

@@ -1,22 +1,65 @@
-"""Training objectives: losses of a flow q against an unnormalised target p̃ = exp(log_p).
+"""Training objectives: losses of a flow q against an unnormalised target p̃ = exp(log_p),
+and the ``Objective`` entry through which the configuration names and builds each of them.
 
 A target is a callable ``log_p(x) -> [batch]`` on the flow's domains (for molecules,
 ``-u(x(z)) + log|det ∂x/∂z|``; for toys, ``-u(x)``); ``-inf`` marks a point to exclude.
 Each objective returns ``(loss, stats)``: a scalar to minimise and a dict of floats for
 the metrics. Points whose log-weight is not finite are left out of the loss and counted.
+
+The registry of objectives is ``settings.OBJECTIVES``; an objective is a module with its
+loss and its ``Objective`` entry (``REVERSE_KL``, ``MAXIMUM_LIKELIHOOD`` here; ``snf.STOCHASTIC_FLOW``,
+``fab.FLOW_AIS_BOOTSTRAP``).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..analysis.weights import kish_ess
+from ..errors import invalid_setting
 from ..flows import Flow
+from .trainer import LossFn
+
+if TYPE_CHECKING:
+    from .run import Run
 
 LogDensity = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective as the configuration names it (``objective = name``).
+
+    Attributes:
+        name: the value of the ``objective`` setting.
+        loss: ``loss(run, model, batch, data)``, one shard's ``LossFn`` on ``batch`` points
+            per step: ``model`` is the shard's trained model (``wrap(flow)``, else the flow),
+            ``data`` the ``data`` file's points z [frames, dim] or None.
+        settings: the dataclass of its ``[name]`` table of settings, None without one.
+        data: whether it trains on conformations of the ``data`` setting: "no", "optional"
+            or "required".
+        anneals: temperature annealing (``anneal.start``) applies to it.
+        wrap: ``wrap(section, flow)``, the model trained around the flow (a stochastic flow);
+            None: the flow itself.
+    """
+
+    name: str
+    loss: Callable[["Run", nn.Module, int, Optional[Tensor]], LossFn]
+    settings: Optional[type] = None
+    data: str = "no"
+    anneals: bool = False
+    wrap: Optional[Callable[[Any, Flow], nn.Module]] = None
+
+
+def finite_mean_loss(values: Tensor) -> tuple[Tensor, int]:
+    """−mean of the finite entries of ``values`` [batch] (NaN when none is) and how many were left out."""
+    finite = torch.isfinite(values)
+    loss = -values[finite].mean() if finite.any() else values.new_tensor(float("nan"))
+    return loss, int((~finite).sum())
 
 
 def reverse_kl(flow: Flow, log_p: LogDensity, batch_size: int, forward_weight: float = 0.0,
@@ -31,22 +74,51 @@ def reverse_kl(flow: Flow, log_p: LogDensity, batch_size: int, forward_weight: f
     density pass over those points and no target evaluation."""
     x, log_q = flow.rsample_and_log_prob(batch_size)
     log_w = log_p(x) - log_q
+    loss, excluded = finite_mean_loss(log_w)
+    stats = {"ess": kish_ess(log_w.detach()).item(), "excluded": excluded}
     finite = torch.isfinite(log_w)
-    loss = -log_w[finite].mean() if finite.any() else log_w.new_tensor(float("nan"))
-    stats = {"ess": kish_ess(log_w.detach()).item(), "excluded": int((~finite).sum())}
     if forward_weight and finite.any():
         weights = torch.softmax(torch.where(finite, log_w.detach(), -torch.inf), 0)
         chosen = torch.multinomial(weights, forward_samples, replacement=True)
         log_q_chosen = flow.log_prob(x.detach()[chosen])
-        keep = torch.isfinite(log_q_chosen)
-        if keep.any():
-            loss = loss - forward_weight * log_q_chosen[keep].mean()
+        if torch.isfinite(log_q_chosen).any():
+            loss = loss + forward_weight * finite_mean_loss(log_q_chosen)[0]
     return loss, stats
 
 
 def forward_kl(flow: Flow, data: Tensor) -> tuple[Tensor, dict]:
     """KL(p ‖ q) up to a constant: −E_data[log q(x)], maximum likelihood on samples of p."""
-    log_q = flow.log_prob(data)
-    finite = torch.isfinite(log_q)
-    loss = -log_q[finite].mean() if finite.any() else log_q.new_tensor(float("nan"))
-    return loss, {"excluded": int((~finite).sum())}
+    loss, excluded = finite_mean_loss(flow.log_prob(data))
+    return loss, {"excluded": excluded}
+
+
+def minibatch(data: Tensor, batch: int) -> Tensor:
+    """``batch`` rows of ``data`` drawn uniformly with replacement (torch's RNG)."""
+    return data[torch.randint(len(data), (batch,), device=data.device)]
+
+
+@dataclass
+class ReverseKLSettings:
+    """``[rkl]``: λ of the mode-covering KL(p ‖ q) term and the points it is estimated on."""
+
+    forward_weight: float = 0.0
+    forward_samples: int = 32
+
+    def check(self) -> None:
+        if not self.forward_weight >= 0:
+            raise invalid_setting("rkl.forward_weight", self.forward_weight, "a weight >= 0")
+        if self.forward_samples < 1:
+            raise invalid_setting("rkl.forward_samples", self.forward_samples, "a positive integer")
+
+
+REVERSE_KL = Objective(
+    "rkl",  # reverse KL from the energy alone, on samples of the flow
+    lambda run, model, batch, data: lambda step: reverse_kl(
+        model, run.target, batch, run.settings.sections["rkl"].forward_weight,
+        run.settings.sections["rkl"].forward_samples),
+    settings=ReverseKLSettings, anneals=True)
+
+MAXIMUM_LIKELIHOOD = Objective(
+    "ml",  # maximum likelihood on conformations (data = a trajectory)
+    lambda run, model, batch, data: lambda step: forward_kl(model, minibatch(data, batch)),
+    data="required")

@@ -1,9 +1,9 @@
 """A training run of a molecular Boltzmann generator, from a resolved configuration to a run directory.
 
-``build_run(config)`` assembles the pieces named by the configuration (``config``): the
-system, its internal coordinates, the flow over their domains, the Boltzmann target and,
-for ``snf``, the stochastic flow. ``train(config, out)`` trains it with the objective of
-the configuration and writes the run directory::
+``build_run(settings)`` assembles the pieces the typed settings (``settings.Settings``) name:
+the system, its internal coordinates, the flow over their domains, the Boltzmann target and,
+for ``snf``, the stochastic flow. ``train(config, out)`` trains it with the configured
+objective (``settings.OBJECTIVES``) and writes the run directory::
 
     config.toml   metrics.jsonl   checkpoints/last.pt   model.pt   summary.json
 
@@ -20,12 +20,13 @@ temperature-annealing stage draws ``anneal.samples`` / (processes × shards) poi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -37,19 +38,16 @@ from ..io import atomic_path, model_file, read_toml, write_toml
 from ..io.checkpoints import LAST_CHECKPOINT, read_tensors
 from ..io.lock import LOCK_NAME, directory_lock
 from ..reference.trajectory import load_positions
-from ..sampling import AIS, HMC, MALA, Metropolis
 from ..systems import System, load_system
 from . import distributed
 from .annealing import TemperatureAnnealing, temperature_ladder
-from .config import resolve_config, with_legacy
+from .config import RESUMABLE_CHANGES, resolve_config, with_legacy
 from .correction import AISCorrection
-from .fab import FAB
-from .objectives import forward_kl, reverse_kl
-from .snf import StochasticFlow, snf_forward_kl, snf_reverse_kl
+from .settings import Settings
+from .snf import StochasticFlow
 from .targets import BoltzmannTarget
 from .trainer import Schedule, Trainer, load_objective_state, objective_state, parse_duration
 
-KERNEL_CLASSES = {"metropolis": Metropolis, "mala": MALA, "hmc": HMC}
 SWEEP_FILE = "sweep.json"  # put into a run directory by boltzflow sweep before the run starts
 EARLY_STOP_EXIT_CODE = 75  # EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
 
@@ -72,11 +70,16 @@ class Run:
     ``model`` is what is trained and saved: the ``flow``, or the ``StochasticFlow`` holding it.
     """
 
-    config: dict
+    settings: Settings
     system: System
     flow: Flow
     target: BoltzmannTarget
     snf: Optional[StochasticFlow] = None
+
+    @property
+    def config(self) -> dict:
+        """The settings as the run's config.toml holds them."""
+        return self.settings.as_config()
 
     @property
     def model(self) -> nn.Module:
@@ -118,7 +121,7 @@ class Run:
         Populations ``pop_<state>`` are importance-reweighted; ``raw_<state>`` are the flow's own.
         The target evaluations this costs are not counted as training evaluations."""
         evaluations = self.target.evaluations
-        samples = self.draw_batches(n, self.config["eval_batch_size"])
+        samples = self.draw_batches(n, self.settings.eval_batch_size)
         self.target.evaluations = evaluations
         log_w = samples["log_w"].double()
         finite_u = torch.isfinite(samples["u"])
@@ -134,46 +137,35 @@ class Run:
         return result
 
 
-def _kernel(name: str, step_size: float, domains, **options):
-    return KERNEL_CLASSES[name](step_size, domains=domains, **options)
-
-
-def build_run(config: dict) -> Run:
-    """The system, coordinates, flow, target (and SNF) of a resolved configuration, on its device."""
-    device, dtype = device_of(config["device"]), getattr(torch, config["dtype"])
-    system = load_system(config["system"])
-    energy_options = config["energy"]
-    if energy_options["backend"] == "openmm":
+def build_run(settings: Settings) -> Run:
+    """The system, coordinates, flow, target (and SNF) of the settings, on their device."""
+    device, dtype = device_of(settings.device), getattr(torch, settings.dtype)
+    system = load_system(settings.system)
+    options, model, base = settings.energy, settings.model, settings.base_kind
+    if options.backend == "openmm":
         energy = system.energy("openmm")
     else:
-        energy = system.energy("torch", compile=energy_options["compile"]).to(device, dtype)
-    model = config["model"]
-    thermal = model["base"] == "thermal"
-    coordinates = system.internal_coordinates(scales="force-field" if thermal else "fixed").to(device, dtype)
-    target = BoltzmannTarget(energy, coordinates, system.chiral_centers, mirror=energy_options["mirror"],
-                             mirror_penalty=energy_options["mirror_penalty"],
-                             energy_high=energy_options["energy_high"] or None,
-                             temperature=config["temperature"] or system.temperature)
-    torch.manual_seed(config["seed"])
-    base = ProductBase(coordinates.domains, interval="normal" if thermal else "uniform")
-    flow = spline_flow(coordinates.domains, layers=model["layers"], bins=model["bins"],
-                       hidden=tuple(model["hidden"]), circular_shift=model["circular_shift"],
-                       base=base, seed=config["seed"]).to(device, dtype)
-    snf = _stochastic_flow(config, flow) if config["objective"] == "snf" else None
-    return Run(config, system, flow, target, snf)
+        energy = system.energy("torch", compile=options.compile).to(device, dtype)
+    coordinates = system.internal_coordinates(scales=base.scales).to(device, dtype)
+    target = BoltzmannTarget(energy, coordinates, system.chiral_centers, mirror=options.mirror,
+                             mirror_penalty=options.mirror_penalty, energy_high=options.energy_high or None,
+                             temperature=settings.temperature or system.temperature)
+    torch.manual_seed(settings.seed)
+    flow = spline_flow(coordinates.domains, layers=model.layers, bins=model.bins, hidden=tuple(model.hidden),
+                       circular_shift=model.circular_shift,
+                       base=ProductBase(coordinates.domains, interval=base.interval), seed=settings.seed).to(device, dtype)
+    return Run(settings, system, flow, target, _wrapped(settings, flow))
 
 
-def _stochastic_flow(config: dict, flow: Flow) -> StochasticFlow:
-    """The configured stochastic flow around ``flow`` (its own MCMC kernels), on the flow's device."""
-    options = config["snf"]
-    kernel = _kernel(options["kernel"], options["step_size"], flow.domains)
-    return StochasticFlow(flow, kernel, n_mcmc=options["layers"],
-                          steps_per_layer=options["steps_per_layer"]).to(next(flow.parameters()))
+def _wrapped(settings: Settings, flow: Flow) -> Optional[nn.Module]:
+    """The model the objective trains around ``flow`` (its own MCMC kernels), None: the flow itself."""
+    wrap = settings.kind.wrap
+    return None if wrap is None else wrap(settings.sections.get(settings.objective), flow)
 
 
 def _load_data(run: Run) -> Tensor:
     """The ``data`` file's conformations as internal coordinates z [frames, dim] on the run's device."""
-    xyz = load_positions(run.config["data"], run.system)
+    xyz = load_positions(run.settings.data, run.system)
     param = next(run.flow.parameters())
     with torch.no_grad():
         z, _ = run.coordinates.inverse(torch.as_tensor(xyz, dtype=param.dtype, device=param.device))
@@ -182,36 +174,21 @@ def _load_data(run: Run) -> Tensor:
 
 class _Objective:
     """One shard of the configured objective as a trainer loss: ``loss, stats = objective(step)``
-    on ``batch`` samples (``samples`` per annealing stage), through ``snf`` for the snf objective,
-    from ``data`` (z [frames, dim]) for ml and data-driven snf; counts the target evaluations
-    it makes and checkpoints its state (kernel step sizes, replay buffer, annealing data)."""
+    on ``batch`` samples (``samples`` per annealing stage) of the shard's ``model`` (the flow,
+    or the stochastic flow around it), from ``data`` (z [frames, dim]) for objectives that
+    train on conformations; counts the target evaluations it makes and checkpoints its
+    objective's state (kernel step sizes, replay buffer, annealing data)."""
 
-    def __init__(self, run: Run, batch: int, samples: int, snf: Optional[StochasticFlow], data: Optional[Tensor]):
-        config, flow, target = run.config, run.flow, run.target
-        name = config["objective"]
-        self.run, self.snf, self.evaluations = run, snf, 0
-        if name == "rkl":
-            options = config["rkl"]
-            inner: Callable = lambda step: reverse_kl(flow, target, batch, options["forward_weight"],
-                                                      options["forward_samples"])
-        elif name == "snf":
-            inner = (lambda step: snf_reverse_kl(snf, target, batch)) if data is None else \
-                (lambda step: snf_forward_kl(snf, target, data[torch.randint(len(data), (batch,), device=data.device)]))
-        elif name == "ml":
-            inner = lambda step: forward_kl(flow, data[torch.randint(len(data), (batch,), device=data.device)])
-        else:
-            options = config["fab"]
-            kernel = HMC(options["step_size"], n_leapfrog=options["n_leapfrog"], domains=flow.domains)
-            ais = AIS(kernel, options["n_intermediate"], spacing=options["spacing"]).to(
-                next(flow.parameters()).device)
-            inner = FAB(flow, target, ais, batch, buffer_capacity=options["buffer_batches"] * batch,
-                        updates_per_ais=options["updates_per_ais"])
-        anneal = config["anneal"]
-        if anneal["start"]:
-            low = config["temperature"] or run.system.temperature  # not target.temperature: shards anneal it
-            ladder = temperature_ladder(anneal["start"], low, anneal["stages"])
-            inner = TemperatureAnnealing(inner, flow, target, target.set_temperature, ladder, config["steps"],
-                                         batch, samples, anneal["first_fraction"], anneal["refit"])
+    def __init__(self, run: Run, batch: int, samples: int, model: nn.Module, data: Optional[Tensor]):
+        settings = run.settings
+        self.run, self.evaluations = run, 0
+        inner = settings.kind.loss(run, model, batch, data)
+        anneal = settings.anneal
+        if anneal.start:
+            low = settings.temperature or run.system.temperature  # not target.temperature: shards anneal it
+            ladder = temperature_ladder(anneal.start, low, anneal.stages)
+            inner = TemperatureAnnealing(inner, run.flow, run.target, run.target.set_temperature, ladder,
+                                         settings.steps, batch, samples, anneal.first_fraction, anneal.refit)
         self.inner = inner
 
     def __call__(self, step: int) -> tuple[Tensor, dict]:
@@ -221,25 +198,23 @@ class _Objective:
         return loss, {**stats, "evaluations": self.evaluations}
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"evaluations": self.evaluations, "inner": objective_state(self.inner)}
-        if self.snf is not None:
-            state["kernels"] = self.snf.kernels.state_dict()
-        return state
+        return {"evaluations": self.evaluations, "inner": objective_state(self.inner)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.evaluations = int(state["evaluations"])
-        load_objective_state(self.inner, state.get("inner", {}))
-        if self.snf is not None:
-            self.snf.kernels.load_state_dict(state["kernels"])
+        inner = state.get("inner", {})
+        if "kernels" in state:  # checkpoints written before 2026-12 kept snf's kernels out of "inner"
+            inner = {**inner, "kernels": state["kernels"]}
+        load_objective_state(self.inner, inner)
 
 
-def _shard_sizes(config: dict, processes: int) -> tuple[int, int]:
-    """A shard's batch and annealing sample count with ``processes`` × ``config["shards"]`` shards."""
-    shards = processes * config["shards"]
-    if config["batch_size"] % shards:
-        raise BoltzflowError(f"batch_size {config['batch_size']} is not divisible by {processes} process(es) × "
-                             f"{config['shards']} shard(s); choose a multiple of {shards}")
-    return config["batch_size"] // shards, -(-config["anneal"]["samples"] // shards)
+def _shard_sizes(settings: Settings, processes: int) -> tuple[int, int]:
+    """A shard's batch and annealing sample count with ``processes`` × ``settings.shards`` shards."""
+    shards = processes * settings.shards
+    if settings.batch_size % shards:
+        raise BoltzflowError(f"batch_size {settings.batch_size} is not divisible by {processes} process(es) × "
+                             f"{settings.shards} shard(s); choose a multiple of {shards}")
+    return settings.batch_size // shards, -(-settings.anneal.samples // shards)
 
 
 def _check_trained(model: nn.Module, result: dict) -> None:
@@ -282,9 +257,9 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
         saved = with_legacy(read_toml(out / "config.toml"))
         if saved != config:
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            if set(changed) - {"steps", "time_limit", "shards", "threads"}:
+            if set(changed) - set(RESUMABLE_CHANGES):
                 raise BoltzflowError(f"cannot resume {out}: its config.toml differs in {', '.join(changed)}; "
-                                     "only steps, time_limit, shards and threads may change on --resume")
+                                     f"only {', '.join(RESUMABLE_CHANGES)} may change on --resume")
     distributed.barrier()  # every process has read out/ before rank 0 writes
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -292,12 +267,13 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
     return resuming
 
 
-def train(config: dict, out: Union[str, Path], resume: bool = False,
+def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False,
           on_step: Optional[Callable[[int, dict], None]] = None,
           final: Optional[Callable[[Run], dict]] = None) -> dict:
     """Train the configured model into run directory ``out``; returns the summary (also
     written to ``out/summary.json``).
 
+    ``config``: a configuration with config.toml's keys (``resolve_config``), read into ``Settings``.
     ``resume``: continue from ``out/checkpoints/last.pt`` when it exists (else start).
     ``final(run)``: the numbers of the trained model that go into the summary, from its
     ``final_samples`` fresh samples; default ``run.report`` (ESS, log Z, populations).
@@ -305,28 +281,29 @@ def train(config: dict, out: Union[str, Path], resume: bool = False,
     processes (torchrun, srun), each trains its shards, rank 0 writes ``out`` and every
     process returns rank 0's summary."""
     out = Path(out)
-    with distributed.process_group(config["device"]) as device, ExitStack() as held:
-        run = build_run(dict(config, device=device))
-        config = dict(config, temperature=run.target.temperature)
-        batch, samples = _shard_sizes(config, distributed.world_size())
+    settings = Settings.from_config(config)
+    with distributed.process_group(settings.device) as device, ExitStack() as held:
+        run = build_run(dataclasses.replace(settings, device=str(device)))
+        settings = dataclasses.replace(settings, temperature=run.target.temperature)
+        batch, samples = _shard_sizes(settings, distributed.world_size())
         check_run_dir(out, resume)
         if distributed.rank() == 0:  # one writer per run directory, until this returns
             held.enter_context(directory_lock(out))
-        resuming = _prepare_run_dir(out, config, resume)
-        schedule = Schedule(steps=config["steps"], lr=config["lr"], lr_min=config["lr_min"],
-                            warmup=config["warmup"], clip_grad_norm=config["clip_grad_norm"],
-                            checkpoint_every=config["checkpoint_every"], log_every=config["log_every"],
-                            time_limit=parse_duration(config["time_limit"]) if config["time_limit"] else None)
+        resuming = _prepare_run_dir(out, settings.as_config(), resume)
+        schedule = Schedule(steps=settings.steps, lr=settings.lr, lr_min=settings.lr_min, warmup=settings.warmup,
+                            clip_grad_norm=settings.clip_grad_norm, checkpoint_every=settings.checkpoint_every,
+                            log_every=settings.log_every,
+                            time_limit=parse_duration(settings.time_limit) if settings.time_limit else None)
 
         def evaluate() -> dict:
-            report = run.report(config["eval_batch_size"])
+            report = run.report(settings.eval_batch_size)
             return {"eval_ess": report.pop("ess"), **{k: v for k, v in report.items() if not k.startswith("pop_")}}
 
-        data = _load_data(run) if config["data"] and config["objective"] in ("ml", "snf") else None
-        snfs = [run.snf] + [None if run.snf is None else _stochastic_flow(config, run.flow)
-                            for _ in range(config["shards"] - 1)]  # shard 0 adapts the model's kernels
-        objectives = [_Objective(run, batch, samples, snf, data) for snf in snfs]
-        trainer = Trainer(run.model, objectives, schedule, out, config, evaluate, seed=config["seed"])
+        data = _load_data(run) if settings.data and settings.kind.data != "no" else None
+        models = [run.model] + [_wrapped(settings, run.flow) or run.flow
+                                for _ in range(settings.shards - 1)]  # shard 0 adapts the model's own kernels
+        objectives = [_Objective(run, batch, samples, model, data) for model in models]
+        trainer = Trainer(run.model, objectives, schedule, out, settings.as_config(), evaluate, seed=settings.seed)
         result = trainer.run(resume=resuming, on_step=on_step)
         _check_trained(run.model, result)
         evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)
@@ -335,9 +312,9 @@ def train(config: dict, out: Union[str, Path], resume: bool = False,
             numbers = {}
             if result["stopped"] == "done":
                 run.model.eval()
-                numbers = final(run) if final is not None else run.report(config["final_samples"])
-            summary = {"system": run.system.name, "objective": config["objective"], "seed": config["seed"],
-                       "temperature": run.target.temperature, **result, "steps": config["steps"],
+                numbers = final(run) if final is not None else run.report(settings.final_samples)
+            summary = {"system": run.system.name, "objective": settings.objective, "seed": settings.seed,
+                       "temperature": run.target.temperature, **result, "steps": settings.steps,
                        "evaluations": evaluations, **numbers}
             with atomic_path(out / "summary.json") as tmp:
                 tmp.write_text(json.dumps(summary, indent=1) + "\n")
@@ -349,12 +326,12 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise BoltzflowError(f"{run_dir} is not a run directory (no config.toml); train one with boltzflow train")
-    config = resolve_config(run_dir=run_dir, options={"device": device})
-    run = build_run(config)
+    settings = Settings.from_config(resolve_config(run_dir=run_dir, options={"device": device}))
+    run = build_run(settings)
     path = model_file(run_dir)
     if not path.is_file():
         raise BoltzflowError(f"{run_dir} holds no trained model yet (no model.pt or checkpoints/last.pt)")
-    state = read_tensors(path, map_location=device_of(config["device"]))
+    state = read_tensors(path, map_location=device_of(settings.device))
     if path.name == LAST_CHECKPOINT.name:
         state = state.get("model") if isinstance(state, dict) else None
     try:

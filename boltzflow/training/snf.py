@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..numerics import clean_log
 from ..analysis.weights import kish_ess
+from ..errors import invalid_setting
 from ..flows import Flow
-from ..sampling import Kernel, LogDensity
+from ..numerics import clean_log
+from ..sampling import KERNELS, Kernel, LogDensity
+from .objectives import Objective, finite_mean_loss, minibatch
 
 
 class StochasticFlow(nn.Module):
@@ -113,9 +117,8 @@ class StochasticFlow(nn.Module):
 def snf_reverse_kl(snf: StochasticFlow, log_p: LogDensity, batch_size: int) -> tuple[Tensor, dict]:
     """−E[log w] over ``batch_size`` differentiable paths (failed paths left out and counted)."""
     _, log_w, info = snf.sample_with_log_weights(batch_size, log_p, differentiable=True)
-    finite = torch.isfinite(log_w)
-    loss = -log_w[finite].mean() if finite.any() else log_w.new_tensor(float("nan"))
-    stats = {"ess": kish_ess(log_w.detach()).item(), "excluded": int((~finite).sum())}
+    loss, excluded = finite_mean_loss(log_w)
+    stats = {"ess": kish_ess(log_w.detach()).item(), "excluded": excluded}
     stats.update({f"acceptance_{k}": float(a) for k, a in enumerate(info["acceptance"])})
     return loss, stats
 
@@ -123,6 +126,57 @@ def snf_reverse_kl(snf: StochasticFlow, log_p: LogDensity, batch_size: int) -> t
 def snf_forward_kl(snf: StochasticFlow, log_p: LogDensity, data: Tensor) -> tuple[Tensor, dict]:
     """−E_data[log q₀(y₀) + Σ log|det J⁻¹|] along backward paths from the data."""
     _, log_q = snf.backward_path(data, log_p)
-    finite = torch.isfinite(log_q)
-    loss = -log_q[finite].mean() if finite.any() else log_q.new_tensor(float("nan"))
-    return loss, {"excluded": int((~finite).sum())}
+    loss, excluded = finite_mean_loss(log_q)
+    return loss, {"excluded": excluded}
+
+
+@dataclass
+class StochasticFlowSettings:
+    """``[snf]``: the MCMC ``kernel`` (``sampling.KERNELS``), its ``layers``, moves per layer
+    and initial step size (adapted during training)."""
+
+    kernel: str = "mala"
+    layers: int = 2
+    steps_per_layer: int = 1
+    step_size: float = 0.001
+
+    def check(self) -> None:
+        if self.kernel not in KERNELS:
+            raise invalid_setting("snf.kernel", self.kernel, " | ".join(KERNELS))
+        for key in ("layers", "steps_per_layer"):
+            if getattr(self, key) < 1:
+                raise invalid_setting(f"snf.{key}", getattr(self, key), "a positive integer")
+        if not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise invalid_setting("snf.step_size", self.step_size, "a positive step size")
+
+    def stochastic_flow(self, flow: Flow) -> StochasticFlow:
+        """The stochastic flow of these settings around ``flow`` (own kernels), on its device and dtype."""
+        kernel = KERNELS[self.kernel](self.step_size, domains=flow.domains)
+        return StochasticFlow(flow, kernel, n_mcmc=self.layers,
+                              steps_per_layer=self.steps_per_layer).to(next(flow.parameters()))
+
+
+class StochasticFlowLoss:
+    """One shard's snf loss: reverse KL along its paths, or the ML bound along backward paths
+    from minibatches of ``data``; its state is its kernels' adapted step sizes."""
+
+    def __init__(self, snf: StochasticFlow, log_p: LogDensity, batch: int, data: Optional[Tensor] = None):
+        self.snf, self.log_p, self.batch, self.data = snf, log_p, batch, data
+
+    def __call__(self, step: int) -> tuple[Tensor, dict]:
+        if self.data is None:
+            return snf_reverse_kl(self.snf, self.log_p, self.batch)
+        return snf_forward_kl(self.snf, self.log_p, minibatch(self.data, self.batch))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kernels": self.snf.kernels.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.snf.kernels.load_state_dict(state["kernels"])
+
+
+STOCHASTIC_FLOW = Objective(
+    "snf",  # MCMC layers between the flow's; from the energy, or on data when given
+    lambda run, model, batch, data: StochasticFlowLoss(model, run.target, batch, data),
+    settings=StochasticFlowSettings, data="optional",
+    wrap=lambda section, flow: section.stochastic_flow(flow))

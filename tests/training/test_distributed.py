@@ -14,6 +14,7 @@ import torch
 from boltzflow.errors import BoltzflowError
 from boltzflow.io import load_checkpoint
 from boltzflow.training.config import resolve_config
+from boltzflow.training.settings import Settings
 from boltzflow.training.distributed import Launch, environment, first_host
 from boltzflow.training.run import _shard_sizes, train
 
@@ -115,7 +116,7 @@ def test_resume_needs_as_many_shards(tmp_path):
 def test_a_batch_must_divide_into_the_shards():
     with pytest.raises(BoltzflowError, match="batch_size"):
         tiny(2, 3)
-    config = tiny(2, 2, "rkl", "batch_size=18", "anneal.samples=65")
+    config = Settings.from_config(tiny(2, 2, "rkl", "batch_size=18", "anneal.samples=65"))
     assert _shard_sizes(config, 1) == (9, 33)
     with pytest.raises(BoltzflowError, match=r"not divisible by 2 process\(es\) × 2 shard"):
         _shard_sizes(config, 2)
