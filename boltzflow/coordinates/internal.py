@@ -19,9 +19,9 @@ Boltzmann density of z with rigid-body motion integrated out::
                + Σ log σ + log|det Uᵀ[T, R(x)]|                (mixed layout: Cartesian block)
 
 ``inverse`` returns −log|det J| at the same point. The Cartesian side is not a flat vector
-of ``dim`` numbers (3 n_atoms coordinates, 6 of them rigid-body), so ``out_domains`` is
-undefined: apply this bijection after a ``Flow`` (z = flow sample, xyz = ic(z)) rather than
-inside its list of layers.
+of ``dim`` numbers over domains (3 n_atoms coordinates, 6 of them rigid-body), so this is
+not a ``flows.Bijection``: apply it to a ``Flow``'s samples (z = flow sample, xyz = ic(z))
+rather than composing it into the flow's layers.
 
 Degenerate geometry: reference frames whose atoms are (nearly) collinear in the reference
 structure are rejected at construction with an error naming the atoms. At run time a
@@ -36,12 +36,11 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..energy.harmonic import harmonic_widths
 from ..geometry import bond_angles, bond_lengths, dihedral_angles
-from ..flows.bijection import Bijection
-from ..flows.domains import Domain, Real
+from ..flows.domains import Domain, Real, check_domains
 from .cartesian import CARTESIAN_SCALE, CartesianBlock
 from .normalization import ANGLE_MARGIN, ANGLE_SCALE, BOND_SCALE, WIDTH, Normalization, Scale
 from .placement import Placement
@@ -50,8 +49,9 @@ from .zmatrix import ZMatrix, build_zmatrix
 Positions = Union[Tensor, np.ndarray]
 
 
-class InternalCoordinates(Bijection):
-    """Normalised internal coordinates [batch, dim] ⇄ Cartesian positions [batch, n_atoms, 3].
+class InternalCoordinates(nn.Module):
+    """Normalised internal coordinates [batch, dim] over ``domains`` ⇄ Cartesian positions
+    [batch, n_atoms, 3] (nm), with the log-Jacobian determinant of each direction.
 
     Args:
         zmatrix: a ``ZMatrix`` (internal or mixed layout).
@@ -81,7 +81,8 @@ class InternalCoordinates(Bijection):
         block = None
         if zmatrix.is_mixed:
             block = CartesianBlock(ref[:, list(zmatrix.cartesian)], cartesian_scale)
-        super().__init__(normalization.domains + (Real(),) * (block.dim if block else 0))
+        super().__init__()
+        self.domains: tuple[Domain, ...] = check_domains(normalization.domains + (Real(),) * (block.dim if block else 0))
         self.zmatrix = zmatrix
         self.n_atoms = n
         self.normalization = normalization
@@ -94,9 +95,9 @@ class InternalCoordinates(Bijection):
         self.to(ref.device)
 
     @property
-    def out_domains(self) -> tuple[Domain, ...]:
-        raise TypeError("InternalCoordinates maps to Cartesian positions [batch, n_atoms, 3], not to flat "
-                        "domains; apply it to a flow's samples instead of composing it into a Flow")
+    def dim(self) -> int:
+        """Number of internal coordinates (the flow's dimension)."""
+        return len(self.domains)
 
     @property
     def n_bonds(self) -> int:
@@ -131,7 +132,7 @@ class InternalCoordinates(Bijection):
         return (self.normalization.log_scale + 2 * bonds.abs().log().sum(-1)
                 + torch.sin(angles).abs().log().sum(-1))
 
-    def forward(self, z: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z [batch, dim] → positions [batch, n_atoms, 3] (nm) and log|det J| [batch]."""
         self._check_flat(z)
         bonds, angles, dihedrals = self.normalization.physical(z[:, : self.n_internal])
@@ -143,7 +144,7 @@ class InternalCoordinates(Bijection):
         xyz = self.placement(bonds, angles, dihedrals, block)
         return xyz, log_det
 
-    def inverse(self, xyz: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, xyz: Tensor) -> tuple[Tensor, Tensor]:
         """Positions [batch, n_atoms, 3] (nm) → z [batch, dim] and log|det ∂z/∂x| [batch]."""
         if xyz.dim() != 3 or xyz.shape[1:] != (self.n_atoms, 3):
             raise ValueError(f"expected positions of shape [batch, {self.n_atoms}, 3], got {list(xyz.shape)}")

@@ -1,4 +1,4 @@
-"""The bijection interface shared by every flow layer and by the coordinate transforms."""
+"""The bijection interface of every flow layer: flat points [batch, dim] over domains on both sides."""
 
 from __future__ import annotations
 

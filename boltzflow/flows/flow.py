@@ -30,6 +30,10 @@ class Flow(nn.Module):
         self.bijections = nn.ModuleList(bijections)
         domains = base.domains
         for i, b in enumerate(self.bijections):
+            if not isinstance(b, Bijection):
+                raise TypeError(f"layer {i} ({type(b).__name__}) is not a Bijection between flat [batch, dim] points; "
+                                "a map to positions [batch, n_atoms, 3] (InternalCoordinates) is applied to the "
+                                "flow's samples, not composed into the flow")
             if tuple(b.domains) != tuple(domains):
                 raise ValueError(
                     f"bijection {i} ({type(b).__name__}) expects domains {list(b.domains)} "
