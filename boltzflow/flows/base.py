@@ -42,8 +42,142 @@ class BaseDistribution(nn.Module):
             return self.rsample(n)
 
 
+class Marginal(nn.Module):
+    """Independent marginals of the ``d`` coordinates ``index`` [d] of a base, all of one
+    domain kind: ``rsample(n, like)`` draws [n, d] (dtype and device of ``like``),
+    ``log_prob(x)`` of x [n, d] inside the domains returns [n]. ``low``, ``high`` [d]: the
+    bounds (intervals only)."""
+
+    def __init__(self, index: torch.Tensor, low: torch.Tensor, high: torch.Tensor):
+        super().__init__()
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("low", low, persistent=False)
+        self.register_buffer("high", high, persistent=False)
+
+    @property
+    def d(self) -> int:
+        return len(self.index)
+
+    def rsample(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class StandardNormal(Marginal):
+    """N(0, 1) per real coordinate."""
+
+    def rsample(self, n, like):
+        return like.new_empty(n, self.d).normal_()
+
+    def log_prob(self, x):
+        return -0.5 * (x * x + LOG_2PI).sum(-1)
+
+
+class DiagonalNormal(Marginal):
+    """N(loc, exp(log_scale)²) per real coordinate, trainable; starts as N(0, 1)."""
+
+    def __init__(self, index, low, high):
+        super().__init__(index, low, high)
+        self.loc = nn.Parameter(torch.zeros(self.d))
+        self.log_scale = nn.Parameter(torch.zeros(self.d))
+
+    def rsample(self, n, like):
+        return self.loc + torch.exp(self.log_scale) * like.new_empty(n, self.d).normal_()
+
+    def log_prob(self, x):
+        z = (x - self.loc) * torch.exp(-self.log_scale)
+        return (-0.5 * (z * z + LOG_2PI) - self.log_scale).sum(-1)
+
+
+class UniformInterval(Marginal):
+    """Uniform on each interval [low, high]."""
+
+    def rsample(self, n, like):
+        u = like.new_empty(n, self.d).uniform_()
+        low, high = self.low.to(u), self.high.to(u)
+        return low + (high - low) * u
+
+    def log_prob(self, x):
+        return -torch.log(self.high.to(x) - self.low.to(x)).sum().expand(len(x))
+
+
+class TruncatedNormal(Marginal):
+    """N(loc, exp(log_scale)²) truncated to each interval, trainable; starts centred with
+    the half-width as scale. Drawn by inverting the CDF (reparametrised)."""
+
+    def __init__(self, index, low, high):
+        super().__init__(index, low, high)
+        dtype = torch.get_default_dtype()
+        self.loc = nn.Parameter(((low + high) / 2).to(dtype))
+        self.log_scale = nn.Parameter(torch.log((high - low) / 2).to(dtype))
+
+    def rsample(self, n, like):
+        u = like.new_empty(n, self.d).uniform_()
+        low, high = self.low.to(u), self.high.to(u)
+        scale = torch.exp(self.log_scale)
+        a = torch.special.ndtr((low - self.loc) / scale)
+        b = torch.special.ndtr((high - self.loc) / scale)
+        p = (a + u * (b - a)).clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
+        return torch.minimum(torch.maximum(self.loc + scale * torch.special.ndtri(p), low), high)
+
+    def log_prob(self, x):
+        low, high = self.low.to(x), self.high.to(x)
+        scale = torch.exp(self.log_scale)
+        mass = torch.special.ndtr((high - self.loc) / scale) - torch.special.ndtr((low - self.loc) / scale)
+        z = (x - self.loc) / scale
+        return (-0.5 * (z * z + LOG_2PI) - self.log_scale - torch.log(mass)).sum(-1)
+
+
+class TruncatedStandardNormal(TruncatedNormal):
+    """N(0, 1) truncated to each interval, fixed: for coordinates already in units of their
+    expected spread (bonds and angles scaled by their thermal widths)."""
+
+    def __init__(self, index, low, high):
+        Marginal.__init__(self, index, low, high)
+        self.register_buffer("loc", torch.zeros(()), persistent=False)
+        self.register_buffer("log_scale", torch.zeros(()), persistent=False)
+
+
+class UniformCircle(Marginal):
+    """Uniform on each circle [-π, π)."""
+
+    def rsample(self, n, like):
+        return -PI + 2 * PI * like.new_empty(n, self.d).uniform_()
+
+    def log_prob(self, x):
+        return x.new_full((len(x),), -LOG_2PI * self.d)
+
+
+class VonMises(Marginal):
+    """Von Mises(loc, exp(log_concentration)) per circle, trainable; starts at loc 0,
+    concentration 1. Its samples carry no gradient."""
+
+    def __init__(self, index, low, high):
+        super().__init__(index, low, high)
+        self.loc = nn.Parameter(torch.zeros(self.d))
+        self.log_concentration = nn.Parameter(torch.zeros(self.d))
+
+    def rsample(self, n, like):
+        return wrap(torch.distributions.VonMises(self.loc, torch.exp(self.log_concentration)).sample((n,)))
+
+    def log_prob(self, x):
+        kappa = torch.exp(self.log_concentration)
+        log_norm = LOG_2PI + torch.log(torch.special.i0e(kappa)) + kappa
+        return (kappa * torch.cos(x - self.loc) - log_norm).sum(-1)
+
+
+# the marginal families by domain kind and name (ProductBase's real=, interval=, circle=)
+MARGINALS: dict[str, dict[str, type[Marginal]]] = {
+    "real": {"normal": StandardNormal, "diag_normal": DiagonalNormal},
+    "interval": {"uniform": UniformInterval, "normal": TruncatedStandardNormal, "truncated_normal": TruncatedNormal},
+    "circle": {"uniform": UniformCircle, "von_mises": VonMises},
+}
+
+
 class ProductBase(BaseDistribution):
-    """Independent marginals chosen per domain kind.
+    """Independent marginals, one family (``MARGINALS``) per domain kind.
 
     Args:
         domains: one domain per dimension.
@@ -54,6 +188,11 @@ class ProductBase(BaseDistribution):
             starts centred with the half-width as scale).
         circle: ``"uniform"`` or ``"von_mises"`` (trainable mean and concentration, starts
             at mean 0, concentration 1; its samples carry no gradient).
+
+    Example:
+        >>> base = ProductBase([Interval(0.0, 1.0), Circle()], interval="normal")
+        >>> base.sample(5).shape
+        torch.Size([5, 2])
     """
 
     def __init__(
@@ -64,104 +203,30 @@ class ProductBase(BaseDistribution):
         circle: str = "uniform",
     ):
         super().__init__(domains)
-        for name, value, allowed in [
-            ("real", real, ("normal", "diag_normal")),
-            ("interval", interval, ("uniform", "normal", "truncated_normal")),
-            ("circle", circle, ("uniform", "von_mises")),
-        ]:
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not a known family; choose one of {allowed}")
         self.families = {"real": real, "interval": interval, "circle": circle}
-        m = domain_masks(self.domains)
-        for kind in ("real", "interval", "circle"):
-            self.register_buffer(f"idx_{kind}", m[kind].nonzero()[:, 0], persistent=False)
-        self.register_buffer("low", m["low"][m["interval"]], persistent=False)
-        self.register_buffer("high", m["high"][m["interval"]], persistent=False)
-        n_real, n_int, n_circ = (len(getattr(self, f"idx_{k}")) for k in ("real", "interval", "circle"))
-        if real == "diag_normal":
-            self.real_loc = nn.Parameter(torch.zeros(n_real))
-            self.real_log_scale = nn.Parameter(torch.zeros(n_real))
-        if interval == "truncated_normal":
-            dtype = torch.get_default_dtype()
-            self.interval_loc = nn.Parameter(((self.low + self.high) / 2).to(dtype))
-            self.interval_log_scale = nn.Parameter(torch.log((self.high - self.low) / 2).to(dtype))
-        if circle == "von_mises":
-            self.circle_loc = nn.Parameter(torch.zeros(n_circ))
-            self.circle_log_concentration = nn.Parameter(torch.zeros(n_circ))
-
-    def _parts(self):
-        return [(k, getattr(self, f"idx_{k}")) for k in ("real", "interval", "circle")
-                if len(getattr(self, f"idx_{k}"))]
+        for kind, family in self.families.items():
+            if family not in MARGINALS[kind]:
+                raise ValueError(f"{kind}={family!r} is not a known family; choose one of {tuple(MARGINALS[kind])}")
+        masks = domain_masks(self.domains)
+        self.marginals = nn.ModuleDict()  # kind → Marginal, for the kinds present
+        for kind, family in self.families.items():
+            index = masks[kind].nonzero()[:, 0]
+            if len(index):
+                self.marginals[kind] = MARGINALS[kind][family](index, masks["low"][index], masks["high"][index])
 
     def rsample(self, n: int) -> torch.Tensor:
-        like = self._anchor
-        x = like.new_empty(n, self.dim)
-        for kind, idx in self._parts():
-            x = x.index_copy(1, idx, getattr(self, f"_rsample_{kind}")(n, len(idx)))
+        x = self._anchor.new_empty(n, self.dim)
+        for marginal in self.marginals.values():
+            x = x.index_copy(1, marginal.index, marginal.rsample(n, self._anchor))
         return x
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         ok = self.support.contains(x)
         safe = self.support.replace_outside(x, ok)
         lp = x.new_zeros(len(x))
-        for kind, idx in self._parts():
-            lp = lp + getattr(self, f"_log_prob_{kind}")(safe[:, idx])
+        for marginal in self.marginals.values():
+            lp = lp + marginal.log_prob(safe[:, marginal.index])
         return torch.where(ok, lp, torch.full_like(lp, -math.inf))
-
-    # --- real dimensions
-    def _rsample_real(self, n, d):
-        eps = self._anchor.new_empty(n, d).normal_()
-        if self.families["real"] == "normal":
-            return eps
-        return self.real_loc + torch.exp(self.real_log_scale) * eps
-
-    def _log_prob_real(self, x):
-        if self.families["real"] == "normal":
-            return -0.5 * (x * x + LOG_2PI).sum(-1)
-        z = (x - self.real_loc) * torch.exp(-self.real_log_scale)
-        return (-0.5 * (z * z + LOG_2PI) - self.real_log_scale).sum(-1)
-
-    # --- interval dimensions
-    def _interval_loc_log_scale(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.families["interval"] == "normal":
-            return like.new_zeros(()), like.new_zeros(())
-        return self.interval_loc, self.interval_log_scale
-
-    def _rsample_interval(self, n, d):
-        u = self._anchor.new_empty(n, d).uniform_()
-        low, high = self.low.to(u), self.high.to(u)
-        if self.families["interval"] == "uniform":
-            return low + (high - low) * u
-        loc, log_scale = self._interval_loc_log_scale(u)
-        scale = torch.exp(log_scale)
-        a = torch.special.ndtr((low - loc) / scale)
-        b = torch.special.ndtr((high - loc) / scale)
-        p = (a + u * (b - a)).clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
-        return torch.minimum(torch.maximum(loc + scale * torch.special.ndtri(p), low), high)
-
-    def _log_prob_interval(self, x):
-        low, high = self.low.to(x), self.high.to(x)
-        if self.families["interval"] == "uniform":
-            return -torch.log(high - low).sum().expand(len(x))
-        loc, log_scale = self._interval_loc_log_scale(x)
-        scale = torch.exp(log_scale)
-        mass = torch.special.ndtr((high - loc) / scale) - torch.special.ndtr((low - loc) / scale)
-        z = (x - loc) / scale
-        return (-0.5 * (z * z + LOG_2PI) - log_scale - torch.log(mass)).sum(-1)
-
-    # --- circle dimensions
-    def _rsample_circle(self, n, d):
-        if self.families["circle"] == "uniform":
-            return -PI + 2 * PI * self._anchor.new_empty(n, d).uniform_()
-        vm = torch.distributions.VonMises(self.circle_loc, torch.exp(self.circle_log_concentration))
-        return wrap(vm.sample((n,)))
-
-    def _log_prob_circle(self, x):
-        if self.families["circle"] == "uniform":
-            return x.new_full((len(x),), -LOG_2PI * x.shape[-1])
-        kappa = torch.exp(self.circle_log_concentration)
-        log_norm = LOG_2PI + torch.log(torch.special.i0e(kappa)) + kappa
-        return (kappa * torch.cos(x - self.circle_loc) - log_norm).sum(-1)
 
 
 class GaussianMixture(BaseDistribution):

@@ -27,27 +27,25 @@ def perturb(base):
 def reference_log_prob(base, x):
     """Independent evaluation through torch.distributions (and explicit truncation)."""
     lp = torch.zeros(len(x), dtype=x.dtype)
-    idx = base.idx_real
+    real, interval, circle = (base.marginals[kind] for kind in ("real", "interval", "circle"))
     if base.families["real"] == "normal":
-        lp += torch.distributions.Normal(0.0, 1.0).log_prob(x[:, idx]).sum(-1)
+        lp += torch.distributions.Normal(0.0, 1.0).log_prob(x[:, real.index]).sum(-1)
     else:
-        d = torch.distributions.Normal(base.real_loc, base.real_log_scale.exp())
-        lp += d.log_prob(x[:, idx]).sum(-1)
-    idx = base.idx_interval
-    low, high = base.low, base.high
+        d = torch.distributions.Normal(real.loc, real.log_scale.exp())
+        lp += d.log_prob(x[:, real.index]).sum(-1)
+    low, high = interval.low, interval.high
     if base.families["interval"] == "uniform":
-        lp += torch.distributions.Uniform(low, high).log_prob(x[:, idx]).sum(-1)
+        lp += torch.distributions.Uniform(low, high).log_prob(x[:, interval.index]).sum(-1)
     else:
         d = (torch.distributions.Normal(0.0, 1.0) if base.families["interval"] == "normal"
-             else torch.distributions.Normal(base.interval_loc, base.interval_log_scale.exp()))
+             else torch.distributions.Normal(interval.loc, interval.log_scale.exp()))
         mass = d.cdf(high) - d.cdf(low)
-        lp += (d.log_prob(x[:, idx]) - torch.log(mass)).sum(-1)
-    idx = base.idx_circle
+        lp += (d.log_prob(x[:, interval.index]) - torch.log(mass)).sum(-1)
     if base.families["circle"] == "uniform":
-        lp += -math.log(2 * math.pi) * len(idx)
+        lp += -math.log(2 * math.pi) * len(circle.index)
     else:
-        d = torch.distributions.VonMises(base.circle_loc, base.circle_log_concentration.exp())
-        lp += d.log_prob(x[:, idx]).sum(-1)
+        d = torch.distributions.VonMises(circle.loc, circle.log_concentration.exp())
+        lp += d.log_prob(x[:, circle.index]).sum(-1)
     return lp
 
 
