@@ -26,7 +26,7 @@ import json
 import statistics
 from pathlib import Path
 
-from boltzflow.runs.report import free_energy_report, load_reference, samples_for
+from boltzflow.runs import free_energy_report, load_reference, samples_for
 from boltzflow.io import read_attributes
 from boltzflow.runs import write_samples
 from boltzflow.training.config import resolve_config

@@ -238,7 +238,7 @@ def free_energy(
       boltzflow free-energy runs/ala/samples.h5 --reference md.h5 --plots figures --json report.json
       boltzflow free-energy runs/ala -n 200000 --reference umbrella --json -
     """
-    from boltzflow.runs.report import free_energy_report, load_reference, report_plots, samples_for
+    from boltzflow.runs import free_energy_report, load_reference, report_plots, samples_for
     from boltzflow.io import atomic_path, check_writable
     from boltzflow.threads import use_threads
     from boltzflow.training.run import load_run

@@ -14,8 +14,9 @@ from boltzflow.analysis import (eubo, kish_ess, log_normalizer_interval, margina
                                 ramachandran_divergence, state_delta_f)
 from boltzflow.analysis.compare import kl_divergence
 from boltzflow.analysis.histograms import angle_bin_index, histogram
-from boltzflow.runs.report import (WeightedSamples, draw_weighted_samples, free_energy_report, load_reference,
-                                       report_plots, samples_for, state_groups, state_pairs)
+from boltzflow.runs.references import load_reference
+from boltzflow.runs.report import (WeightedSamples, draw_weighted_samples, free_energy_report, report_plots,
+                                   samples_for, state_groups, state_pairs)
 from boltzflow.errors import BoltzflowError
 from boltzflow.runs import write_samples
 from boltzflow.reference import run_md
