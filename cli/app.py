@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from boltzflow.cli.progress import progress_bar
+from boltzflow.cli.console import console, err_console, progress_bar
 from boltzflow.errors import BoltzflowError
 
-console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="boltzflow",

@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from boltzflow.errors import BoltzflowError
+from boltzflow.cli.console import console, err_console
 
-console = Console()
-err_console = Console(stderr=True)
 
 
 def sweep(

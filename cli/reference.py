@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from boltzflow.cli.progress import progress_bar
+from boltzflow.cli.console import console, progress_bar
 
-console = Console()
 
 
 def md(

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from boltzflow.cli.progress import progress_bar
+from boltzflow.cli.console import console, err_console, progress_bar
 
-console = Console()
-err_console = Console(stderr=True)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from boltzflow.cli.progress import progress_bar
+from boltzflow.cli.console import console, progress_bar
 
 
 AIS_HINT_BELOW = 0.5  # an ESS under this gets the `boltzflow sample --ais` command that improves it
@@ -77,7 +77,7 @@ def train(
             _train(system, objective, steps, batch_size, lr, config, preset, out, device, seed, threads, resume,
                    time_limit, assignments, stopped)
     except _Stopped as stop:
-        Console().print(f"stopped by {stop} before training finished or while evaluating; {stopped['hint']}",
+        console.print(f"stopped by {stop} before training finished or while evaluating; {stopped['hint']}",
                         soft_wrap=True)
         raise typer.Exit(EARLY_STOP_EXIT_CODE) from None
 
@@ -110,7 +110,7 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
     resume_hint = f"continue with: boltzflow train {system} --out {out} --resume"
     stopped["hint"] = resume_hint
     launch = environment()
-    console = Console(quiet=launch is not None and launch.rank != 0)  # one process prints
+    printer = console if launch is None or launch.rank == 0 else Console(quiet=True)  # one process prints
     answer: dict = {}
 
     def final(run) -> dict:  # one draw of fresh samples: summary.json, report.json and the plots
@@ -120,7 +120,7 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
                 "mirror": report.n_mirror / max(1, report.n),
                 **{f"pop_{name}": estimate.value for name, estimate in report.populations.items()}}
 
-    with progress_bar("training", console, total=settings["steps"], info=True, disable=console.quiet) as bar:
+    with progress_bar("training", printer, total=settings["steps"], info=True, disable=printer.quiet) as bar:
         task = bar.add_task("training", total=settings["steps"], info="")
         state: dict = {"printed": -math.inf}
         held_out = settings["eval_batch_size"]
@@ -134,20 +134,20 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
             bar.update(task, completed=step, info=info)
             # no terminal (a Slurm log, a pipe): a plain line at the logged steps, at most every 30 s
             now = time.monotonic()
-            if not console.is_terminal and "eval_ess" in record and (now - state["printed"] >= 30
+            if not printer.is_terminal and "eval_ess" in record and (now - state["printed"] >= 30
                                                                      or step == settings["steps"]):
                 state["printed"] = now
-                console.print(f"step {step:,}/{settings['steps']:,}  {info}  "
+                printer.print(f"step {step:,}/{settings['steps']:,}  {info}  "
                               f"wall {record.get('wall_time', 0) / 60:.1f} min", soft_wrap=True)
 
-        console.print(f"training {settings['objective']} on {settings['system']} → {out}")
+        printer.print(f"training {settings['objective']} on {settings['system']} → {out}")
         summary = train_run(settings, out, resume=resume, on_step=on_step, final=final)
-    console.print(_summary_table(summary, out))
+    printer.print(_summary_table(summary, out))
     if summary["stopped"] != "done":
-        console.print(f"stopped early ({summary['stopped']}); {resume_hint}", soft_wrap=True)
+        printer.print(f"stopped early ({summary['stopped']}); {resume_hint}", soft_wrap=True)
         raise typer.Exit(EARLY_STOP_EXIT_CODE)
-    if not console.quiet:
-        _print_answer(answer["report"], answer["plots"], out, console)
+    if not printer.quiet:
+        _print_answer(answer["report"], answer["plots"], out, printer)
 
 
 class _Stopped(Exception):

@@ -5,7 +5,7 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from boltzflow.cli.progress import SteadyRemainingColumn, progress_bar
+from boltzflow.cli.console import SteadyRemainingColumn, progress_bar
 
 
 def render(width: int, completed: int, elapsed: float) -> str:

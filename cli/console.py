@@ -1,4 +1,6 @@
-"""The one progress bar of the long commands (train, sample, free-energy, md, umbrella, example).
+"""The CLI's terminal output: one console for results (stdout), one for messages that must
+not mix with them (stderr), and the one progress bar of the long commands (train, sample,
+free-energy, md, umbrella, example).
 
 The remaining time comes from the average rate since the start, not from the last seconds'
 rate, so evaluation pauses and faster or slower training stages do not make it jump. In a
@@ -17,6 +19,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeElapsedColumn)
 from rich.table import Column
 from rich.text import Text
+
+console = Console()
+err_console = Console(stderr=True)
 
 
 class SteadyRemainingColumn(ProgressColumn):
