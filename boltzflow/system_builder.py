@@ -59,7 +59,7 @@ def read_structure(pdb: Union[str, Path]):
 
     path = Path(pdb)
     if not path.is_file():
-        raise BoltzflowError(f"--pdb {path}: no such file")
+        raise BoltzflowError(f"{path}: no such PDB file")
     try:
         fixer = PDBFixer(filename=str(path))
     except Exception as exc:  # the PDB reader fails with assertions and index errors
@@ -195,7 +195,7 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
 
     folder = Path(folder)
     if (sequence is None) == (pdb is None):
-        raise BoltzflowError("give exactly one of a sequence (e.g. --sequence AAA) or a structure (--pdb FILE)")
+        raise BoltzflowError("give exactly one of a sequence (one-letter codes, e.g. AAA) or a structure (a PDB file)")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise BoltzflowError(f"{folder} already exists and is not an empty folder; choose a new one")
     if not temperature > 0:

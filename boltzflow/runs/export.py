@@ -38,7 +38,7 @@ def _format(out: Optional[Path], format: Optional[str]) -> str:
     if format is None:
         suffix = out.suffix.lstrip(".").lower() if out is not None else ""
         if suffix not in FORMATS:
-            raise BoltzflowError(f"cannot tell the format from {out}; pass --format, one of {', '.join(FORMATS)}")
+            raise BoltzflowError(f"cannot tell the format from {out}; name it, one of {', '.join(FORMATS)}")
         return suffix
     if format.lower() not in FORMATS:
         raise BoltzflowError(f"unknown trajectory format {format!r}; known: {', '.join(FORMATS)}")
@@ -90,7 +90,7 @@ def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None
         out = samples.with_suffix((".resampled" if resampled else "") + (".trajectory" if format == "h5" else "")
                                   + f".{format}")
     if out.resolve() == samples.resolve():
-        raise BoltzflowError(f"the output {out} would overwrite the samples file; choose another --out")
+        raise BoltzflowError(f"the output {out} would overwrite the samples file; choose another output file")
     system = load_system(attrs["system"])
     xyz, u = _frames(samples, resampled)
     if xyz.shape[1] != system.n_atoms:

@@ -128,7 +128,7 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
     after each batch. Returns ``path``; an existing file is replaced only on success.
     """
     if resample < 0:
-        raise BoltzflowError(f"--resample must be >= 0 conformations, got {resample}")
+        raise BoltzflowError(f"resample must be >= 0 conformations, got {resample}")
 
     path = Path(path)
     check_disk(path, n, resample, run.system.n_atoms, np.dtype(run.settings.dtype).itemsize)

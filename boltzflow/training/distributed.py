@@ -77,10 +77,10 @@ def process_group(device: str) -> Iterator[str]:
         return
     if device.startswith("cuda"):
         if device != "cuda":
-            raise BoltzflowError(f"--device {device}: with several processes use --device cuda "
+            raise BoltzflowError(f"device {device!r}: with several processes use device 'cuda' "
                                  "(each process takes cuda:LOCAL_RANK)")
         if not torch.cuda.is_available():
-            raise BoltzflowError("device 'cuda' requested but CUDA is not available here; use --device cpu")
+            raise BoltzflowError("device 'cuda' requested but CUDA is not available here; use device 'cpu'")
         device, backend = f"cuda:{launch.local_rank % torch.cuda.device_count()}", "nccl"
         torch.cuda.set_device(device)
     else:

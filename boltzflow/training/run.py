@@ -59,7 +59,7 @@ def device_of(name: str) -> torch.device:
     except RuntimeError:
         raise BoltzflowError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BoltzflowError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+        raise BoltzflowError(f"device {name!r} requested but CUDA is not available here; use device 'cpu'")
     return device
 
 
@@ -234,7 +234,7 @@ def check_run_dir(out: Union[str, Path], resume: bool) -> None:
     with ``resume``. A folder of the user's is never written into."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise BoltzflowError(f"--out {out} is a file; name a folder for the run")
+        raise BoltzflowError(f"{out} is a file; name a folder for the run")
     if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         try:
             is_run = bool(read_toml(out / "config.toml").get("system")) or (out / SWEEP_FILE).is_file()
