@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from ..energy.harmonic import harmonic_widths
 from ..geometry import bond_angles, bond_lengths, dihedral_angles
-from ..flows.domains import Domain, Real, check_domains
+from ..domains import Domain, Real, check_domains
 from .cartesian import CARTESIAN_SCALE, CartesianBlock
 from .normalization import ANGLE_MARGIN, ANGLE_SCALE, BOND_SCALE, WIDTH, Normalization, Scale
 from .placement import Placement

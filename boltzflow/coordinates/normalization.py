@@ -40,7 +40,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..flows.domains import Circle, Domain, Interval, wrap
+from ..domains import Circle, Domain, Interval, wrap
 
 BOND_SCALE = 0.004       # nm
 ANGLE_SCALE = 0.1        # rad

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from boltzflow.flows import Circle, Real
+from ..domains import Circle, Real
 
 
 class ToyTarget(nn.Module):

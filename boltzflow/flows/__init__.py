@@ -9,7 +9,7 @@ from .base import BaseDistribution, GaussianMixture, ProductBase
 from .bijection import Bijection
 from .builders import spline_flow
 from .coupling import AffineCoupling, Coupling, SplineCoupling, alternating_mask, random_mask
-from .domains import Circle, Domain, Interval, Real, wrap
+from ..domains import Circle, Domain, Interval, Real, wrap
 from .flow import Flow
 from .linear import ActNorm, CircularShift, LULinear, Permutation
 from .planar_radial import Planar, Radial

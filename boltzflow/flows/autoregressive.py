@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .bijection import Bijection
-from .domains import Domain, Embedding
-from .nets import MADE
+from ..domains import Domain
+from .nets import MADE, Embedding
 from .transformers import AffineTransformer, SplineTransformer, Transformer
 
 

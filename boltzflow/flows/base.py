@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .domains import PI, Domain, Real, Support, check_domains, domain_masks, wrap
+from ..domains import PI, Domain, Real, Support, check_domains, domain_masks, wrap
 
 LOG_2PI = math.log(2 * PI)
 

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .domains import Domain, check_domains
+from ..domains import Domain, check_domains, domain_masks
 
 
 class Bijection(nn.Module):
@@ -44,3 +44,27 @@ class Bijection(nn.Module):
         self, y: torch.Tensor, context: Optional[torch.Tensor] = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+
+class RealBijection(Bijection):
+    """A bijection of the real dimensions only (``idx`` [n] of them) that passes the others
+    through: subclasses implement ``_map(v, inverse) -> (v', log_det)`` on v [batch, n]."""
+
+    def __init__(self, domains: Sequence[Domain]):
+        super().__init__(domains)
+        idx = domain_masks(self.domains)["real"].nonzero()[:, 0]
+        if len(idx) == 0:
+            raise ValueError(f"{type(self).__name__} acts on Real() dimensions, but there are none")
+        self.register_buffer("idx", idx, persistent=False)
+        self.n = len(idx)
+
+    def _map(self, v, inverse):
+        raise NotImplementedError
+
+    def forward(self, x, context=None):
+        v, log_det = self._map(x[..., self.idx], inverse=False)
+        return x.index_copy(-1, self.idx, v), log_det
+
+    def inverse(self, y, context=None):
+        v, log_det = self._map(y[..., self.idx], inverse=True)
+        return y.index_copy(-1, self.idx, v), log_det

@@ -10,7 +10,7 @@ from torch import nn
 from .autoregressive import SplineAutoregressive
 from .base import BaseDistribution, ProductBase
 from .coupling import SplineCoupling, alternating_mask, random_mask
-from .domains import Domain, check_domains
+from ..domains import Domain, check_domains
 from .flow import Flow
 from .linear import CircularShift
 

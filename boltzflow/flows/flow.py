@@ -10,7 +10,7 @@ from torch import nn
 
 from .base import BaseDistribution
 from .bijection import Bijection
-from .domains import Support
+from ..domains import Support
 
 
 class Flow(nn.Module):

@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .bijection import Bijection
-from .domains import Domain, domain_masks, wrap
+from .bijection import Bijection, RealBijection
+from ..domains import Domain, domain_masks, wrap
 
 
 class Permutation(Bijection):
@@ -35,29 +35,6 @@ class Permutation(Bijection):
         return y[..., self.inv_perm], y.new_zeros(y.shape[:-1])
 
 
-class _RealSubset(Bijection):
-    """Base of layers that act on the real dimensions only and pass the others through."""
-
-    def __init__(self, domains: Sequence[Domain]):
-        super().__init__(domains)
-        idx = domain_masks(self.domains)["real"].nonzero()[:, 0]
-        if len(idx) == 0:
-            raise ValueError(f"{type(self).__name__} acts on Real() dimensions, but there are none")
-        self.register_buffer("idx", idx, persistent=False)
-        self.n = len(idx)
-
-    def _map(self, v, inverse):
-        raise NotImplementedError
-
-    def forward(self, x, context=None):
-        v, log_det = self._map(x[..., self.idx], inverse=False)
-        return x.index_copy(-1, self.idx, v), log_det
-
-    def inverse(self, y, context=None):
-        v, log_det = self._map(y[..., self.idx], inverse=True)
-        return y.index_copy(-1, self.idx, v), log_det
-
-
 class CircularShift(Bijection):
     """Learned rotation of every circle dimension: ``y = wrap(x + shift)``, log-det 0."""
 
@@ -80,7 +57,7 @@ class CircularShift(Bijection):
         return self._rotate(y, -1)
 
 
-class ActNorm(_RealSubset):
+class ActNorm(RealBijection):
     """Per-dimension affine map on real dimensions, ``y = x · exp(log_scale) + shift``.
 
     Initialised from data (Kingma & Dhariwal 2018) when its first call is an ``inverse``
@@ -107,7 +84,7 @@ class ActNorm(_RealSubset):
         return v * torch.exp(self.log_scale) + self.shift, log_det
 
 
-class LULinear(_RealSubset):
+class LULinear(RealBijection):
     """Invertible linear map ``y = W x + b`` on real dimensions, ``W = L U`` with unit-lower
     ``L`` and upper ``U`` whose diagonal is positive (``exp`` of a parameter). Starts at
     the identity; pair with ``Permutation`` for a full PLU parametrisation."""

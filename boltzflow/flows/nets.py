@@ -1,4 +1,5 @@
-"""Conditioner networks: MLP, residual MLP and MADE (masked autoregressive network).
+"""Conditioner networks: MLP, residual MLP and MADE (masked autoregressive network), and
+the ``Embedding`` of points in their domains as network features.
 
 Every network's last layer starts at zero, so the transform it drives starts as the
 identity.
@@ -11,6 +12,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..domains import Domain, check_domains
 
 
 def _zero(layer: nn.Linear) -> nn.Linear:
@@ -115,3 +118,30 @@ class MADE(nn.Module):
         for layer in self.hidden:
             h = h + layer(self.act(h)) if self.residual else layer(self.act(h))
         return self.out(self.act(h))
+
+
+class Embedding(torch.nn.Module):
+    """Network features of points in the domains: circles as (cos, sin), intervals scaled to [-1, 1].
+
+    Maps [batch, dim] to [batch, features]; ``source[j]`` is the input dimension feature j
+    came from (autoregressive masks need it).
+    """
+
+    def __init__(self, domains: Sequence[Domain]):
+        super().__init__()
+        domains = check_domains(domains)
+        flat = [i for i, d in enumerate(domains) if d.kind != "circle"]
+        circ = [i for i, d in enumerate(domains) if d.kind == "circle"]
+        center = [0.0 if domains[i].kind == "real" else (domains[i].low + domains[i].high) / 2 for i in flat]
+        half = [1.0 if domains[i].kind == "real" else (domains[i].high - domains[i].low) / 2 for i in flat]
+        self.register_buffer("flat", torch.tensor(flat, dtype=torch.long), persistent=False)
+        self.register_buffer("circ", torch.tensor(circ, dtype=torch.long), persistent=False)
+        self.register_buffer("center", torch.tensor(center, dtype=torch.float64), persistent=False)
+        self.register_buffer("half_width", torch.tensor(half, dtype=torch.float64), persistent=False)
+        self.source = flat + circ + circ
+        self.features = len(self.source)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = (x[..., self.flat] - self.center.to(x.dtype)) / self.half_width.to(x.dtype)
+        angles = x[..., self.circ]
+        return torch.cat([flat, torch.cos(angles), torch.sin(angles)], dim=-1)

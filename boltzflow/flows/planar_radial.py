@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .domains import Domain
-from .linear import _RealSubset
+from ..domains import Domain
+from .bijection import RealBijection
 
 
-class Planar(_RealSubset):
+class Planar(RealBijection):
     """``y = x + û · tanh(wᵀx + b)`` with ``û`` constrained so that ``wᵀû ≥ -1`` (invertible)."""
 
     def __init__(self, domains: Sequence[Domain], bisection_steps: int = 100):
@@ -58,7 +58,7 @@ class Planar(_RealSubset):
         return v - u_hat * torch.tanh(a + self.b)[..., None], -self._log_det(a, u_hat)
 
 
-class Radial(_RealSubset):
+class Radial(RealBijection):
     """``y = x + β (x - x₀) / (α + |x - x₀|)`` with ``α > 0`` and ``β ≥ -α`` (invertible)."""
 
     def __init__(self, domains: Sequence[Domain]):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .domains import Domain, check_domains, domain_masks, wrap
+from ..domains import Domain, check_domains, domain_masks, wrap
 from .splines import spline_bins_first
 
 

@@ -8,9 +8,9 @@ and FAB (in ``boltzflow.training``) build on them.
 from .ais import AIS, SPACINGS, AISResult, annealing_schedule, gradient_scale, spread
 from .kernels import HMC, KERNELS, MALA, Kernel, MCMCInfo, Metropolis
 from .replay import PrioritisedReplayBuffer
-from .targets import LogDensity, Space, log_prob, log_prob_and_grad
+from .targets import LogDensity, log_prob, log_prob_and_grad
 
 __all__ = [
     "AIS", "AISResult", "HMC", "KERNELS", "gradient_scale", "Kernel", "LogDensity", "MALA", "MCMCInfo", "Metropolis",
-    "PrioritisedReplayBuffer", "SPACINGS", "Space", "annealing_schedule", "log_prob", "log_prob_and_grad", "spread",
+    "PrioritisedReplayBuffer", "SPACINGS", "annealing_schedule", "log_prob", "log_prob_and_grad", "spread",
 ]

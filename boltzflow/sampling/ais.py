@@ -212,7 +212,7 @@ class AIS(nn.Module):
 
 def spread(x: Tensor, space=None) -> Tensor:
     """A length scale per coordinate of points x [n, dim], n ≥ 2: the standard deviation, and
-    on circle dimensions of ``space`` (a ``Space``) the circular standard deviation
+    on circle dimensions of ``space`` (a ``domains.Support``) the circular standard deviation
     √(−2 log R), R the mean resultant length, at most π. Floored at 1e-6 of the largest."""
     if x.dim() != 2 or len(x) < 2:
         raise ValueError(f"x must have shape [n >= 2, dim], got {list(x.shape)}")

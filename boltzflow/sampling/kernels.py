@@ -67,9 +67,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..flows.domains import Domain, wrap
+from ..domains import Domain, Support, wrap
 from ..numerics import nan_to_neg_inf
-from .targets import LogDensity, Space, log_prob, log_prob_and_grad
+from .targets import LogDensity, log_prob, log_prob_and_grad
 
 StepSize = Union[float, Sequence[float], Tensor]
 _LOG_STEP_RANGE = (-20.0, 5.0)  # adaptation keeps the step size in [2e-9, 148]
@@ -134,7 +134,7 @@ class Kernel(nn.Module):
         differentiable: bool = False,
     ):
         super().__init__()
-        self.space = Space(domains)
+        self.space = Support(domains)
         step = _as_step_size(step_size, "step_size")
         if step.dim() == 1 and self.space.dim is not None and len(step) != self.space.dim:
             raise ValueError(

@@ -8,13 +8,11 @@ finite (NaN, ±inf) mean "not a valid point": they become ``-inf``, their gradie
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..flows.domains import Domain, domain_masks, wrap
 from ..numerics import clean_log
 
 LogDensity = Callable[[Tensor], Tensor]
@@ -58,44 +56,3 @@ def log_prob_and_grad(log_p_fn: LogDensity, x: Tensor, create_graph: bool = Fals
     if not create_graph:
         log_p, grad = log_p.detach(), grad.detach()
     return log_p, grad
-
-
-class Space(nn.Module):
-    """The space chains move in: one domain per dimension (``None``: any number of reals).
-
-    ``wrap`` maps circle dimensions onto [-π, π) after a move; ``contains`` tells which
-    rows are finite and inside every interval. The masks move with ``.to(device)`` and are
-    also moved on the fly to the device of the points.
-    """
-
-    def __init__(self, domains: Optional[Sequence[Domain]] = None):
-        super().__init__()
-        domains = None if domains is None else tuple(domains)
-        self.dim: Optional[int] = None if domains is None else len(domains)
-        self.has_circle = self.has_interval = False
-        if domains is None:
-            return
-        m = domain_masks(domains)
-        self.has_circle, self.has_interval = bool(m["circle"].any()), bool(m["interval"].any())
-        self.register_buffer("circle", m["circle"], persistent=False)
-        self.register_buffer("low", torch.where(m["interval"], m["low"], -math.inf), persistent=False)
-        self.register_buffer("high", torch.where(m["interval"], m["high"], math.inf), persistent=False)
-
-    def check(self, x: Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is [batch, dim]."""
-        dim = "dim" if self.dim is None else self.dim
-        if x.dim() != 2 or (self.dim is not None and x.shape[1] != self.dim):
-            raise ValueError(f"x must have shape [batch, {dim}], got {list(x.shape)}")
-
-    def wrap(self, x: Tensor) -> Tensor:
-        """``x`` with circle dimensions wrapped onto [-π, π)."""
-        if not self.has_circle:
-            return x
-        return torch.where(self.circle.to(x.device), wrap(x), x)
-
-    def contains(self, x: Tensor) -> Tensor:
-        """Rows of ``x`` that are finite and inside every interval: bool [batch]."""
-        ok = torch.isfinite(x)
-        if self.has_interval:
-            ok = ok & (x >= self.low.to(x)) & (x <= self.high.to(x))
-        return ok.all(dim=-1)

@@ -10,7 +10,7 @@ import torch
 
 from boltzflow.coordinates import InternalCoordinates, build_zmatrix, has_expected_chirality
 from boltzflow.flows import Circle, Flow, Interval, ProductBase, Real, spline_flow, wrap
-from boltzflow.flows.domains import Support
+from boltzflow.domains import Support
 from boltzflow.systems import load_system
 
 from ..flows.checks import difference, points_in

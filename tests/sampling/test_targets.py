@@ -7,7 +7,8 @@ import torch
 
 from boltzflow.energy.toys import DoubleWell
 from boltzflow.flows import Circle, Interval, Real
-from boltzflow.sampling import Space, log_prob, log_prob_and_grad
+from boltzflow.domains import Support
+from boltzflow.sampling import log_prob, log_prob_and_grad
 
 
 def test_log_prob_and_grad_match_the_analytic_gradient(device, dtype):
@@ -49,7 +50,7 @@ def test_targets_must_return_one_value_per_point():
 
 
 def test_space_wraps_circles_and_checks_intervals(device, dtype):
-    space = Space([Circle(), Interval(0.0, 1.0), Real()]).to(device)
+    space = Support([Circle(), Interval(0.0, 1.0), Real()]).to(device)
     x = torch.tensor([[3.5, 0.5, 10.0], [-7.0, 1.5, 0.0], [0.0, 0.0, math.inf]], device=device, dtype=dtype)
     wrapped = space.wrap(x)
     assert ((wrapped[:, 0] >= -math.pi) & (wrapped[:, 0] < math.pi)).all()
@@ -57,4 +58,4 @@ def test_space_wraps_circles_and_checks_intervals(device, dtype):
     assert space.contains(x).tolist() == [True, False, False]
     with pytest.raises(ValueError, match=r"shape \[batch, 3\]"):
         space.check(x[:, :2])
-    assert Space().contains(x[:, 1:]).tolist() == [True, True, False]
+    assert Support().contains(x[:, 1:]).tolist() == [True, True, False]

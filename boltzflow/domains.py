@@ -1,15 +1,16 @@
-"""Per-dimension domains of a flow: the real line, an interval, or the circle.
+"""Per-dimension domains of points [batch, dim]: the real line, an interval, or the circle.
 
-A flow carries one domain per dimension of its event. Layers read the domains to
-treat each dimension by its nature; bases draw from them; ``Flow.log_prob`` is
-``-inf`` for points outside them.
+The ground floor shared by flows (one domain per dimension of the event: layers treat
+each dimension by its nature, bases draw from them, ``Flow.log_prob`` is ``-inf`` outside
+them), the MCMC samplers (chains wrap on circles and stay inside intervals) and the
+internal coordinates (which declare the domains of their flat vector).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -104,21 +105,29 @@ def domain_masks(domains: Sequence[Domain]) -> dict[str, torch.Tensor]:
 
 
 class Support(torch.nn.Module):
-    """Membership tests for points [batch, dim] in per-dimension domains.
+    """Membership of points [batch, dim] in per-dimension domains (``None``: any number of
+    reals), and wrapping onto them.
 
     Circles contain every finite angle (they wrap); intervals are closed; reals are finite.
+    The masks move with ``.to(device)`` and, on the fly, to the device of the points.
     """
 
-    def __init__(self, domains: Sequence[Domain]):
+    def __init__(self, domains: Optional[Sequence[Domain]] = None):
         super().__init__()
+        self.dim: Optional[int] = None if domains is None else len(domains)
+        domains = (Real(),) if domains is None else check_domains(domains)  # one real broadcasts to any number
         m = domain_masks(domains)
         self.has_circle = bool(m["circle"].any())
-        self.register_buffer("bounded", m["interval"], persistent=False)
         self.register_buffer("circle", m["circle"], persistent=False)
         self.register_buffer("low", torch.where(m["interval"], m["low"], -math.inf), persistent=False)
         self.register_buffer("high", torch.where(m["interval"], m["high"], math.inf), persistent=False)
         mid = torch.where(m["interval"], (m["low"] + m["high"]) / 2, 0.0)
         self.register_buffer("mid", mid, persistent=False)
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is [batch, dim]."""
+        if x.dim() != 2 or (self.dim is not None and x.shape[1] != self.dim):
+            raise ValueError(f"x must have shape [batch, {self.dim or 'dim'}], got {list(x.shape)}")
 
     def contains(self, x: torch.Tensor) -> torch.Tensor:
         """Rows of ``x`` inside every domain: bool [batch]."""
@@ -127,35 +136,8 @@ class Support(torch.nn.Module):
 
     def wrap(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` with circle dimensions wrapped onto [-π, π)."""
-        return torch.where(self.circle, wrap(x), x) if self.has_circle else x
+        return torch.where(self.circle.to(x.device), wrap(x), x) if self.has_circle else x
 
     def replace_outside(self, x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
         """``x`` with the rows where ``ok`` is False replaced by a point inside the domains."""
         return torch.where(ok[:, None], x, self.mid.to(x))
-
-
-class Embedding(torch.nn.Module):
-    """Network features of points in the domains: circles as (cos, sin), intervals scaled to [-1, 1].
-
-    Maps [batch, dim] to [batch, features]; ``source[j]`` is the input dimension feature j
-    came from (autoregressive masks need it).
-    """
-
-    def __init__(self, domains: Sequence[Domain]):
-        super().__init__()
-        domains = check_domains(domains)
-        flat = [i for i, d in enumerate(domains) if d.kind != "circle"]
-        circ = [i for i, d in enumerate(domains) if d.kind == "circle"]
-        center = [0.0 if domains[i].kind == "real" else (domains[i].low + domains[i].high) / 2 for i in flat]
-        half = [1.0 if domains[i].kind == "real" else (domains[i].high - domains[i].low) / 2 for i in flat]
-        self.register_buffer("flat", torch.tensor(flat, dtype=torch.long), persistent=False)
-        self.register_buffer("circ", torch.tensor(circ, dtype=torch.long), persistent=False)
-        self.register_buffer("center", torch.tensor(center, dtype=torch.float64), persistent=False)
-        self.register_buffer("half_width", torch.tensor(half, dtype=torch.float64), persistent=False)
-        self.source = flat + circ + circ
-        self.features = len(self.source)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = (x[..., self.flat] - self.center.to(x.dtype)) / self.half_width.to(x.dtype)
-        angles = x[..., self.circ]
-        return torch.cat([flat, torch.cos(angles), torch.sin(angles)], dim=-1)
