@@ -17,7 +17,8 @@ class BaseDistribution(nn.Module):
     """A distribution over [batch, dim] points in ``domains``.
 
     ``rsample(n)`` draws with gradients (reparametrised where the family allows it);
-    ``log_prob(x)`` returns [batch], ``-inf`` outside the domains.
+    ``log_prob(x)`` returns [batch], ``-inf`` outside the domains. Both check their input
+    and call the subclass's ``_rsample(n)`` and ``_log_prob(x)`` (points inside the domains).
     """
 
     def __init__(self, domains: Sequence[Domain]):
@@ -32,9 +33,20 @@ class BaseDistribution(nn.Module):
         return len(self.domains)
 
     def rsample(self, n: int) -> torch.Tensor:
-        raise NotImplementedError
+        if int(n) != n or n < 0:
+            raise ValueError(f"n must be a number of samples >= 0, got {n!r}")
+        return self._rsample(int(n))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        self.support.check(x)
+        ok = self.support.contains(x)
+        lp = self._log_prob(self.support.replace_outside(x, ok))
+        return torch.where(ok, lp, torch.full_like(lp, -math.inf))
+
+    def _rsample(self, n: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def sample(self, n: int) -> torch.Tensor:
@@ -190,7 +202,8 @@ class ProductBase(BaseDistribution):
             at mean 0, concentration 1; its samples carry no gradient).
 
     Example:
-        >>> base = ProductBase([Interval(0.0, 1.0), Circle()], interval="normal")
+        >>> from boltzflow.flows import Circle, Interval, ProductBase
+        >>> base = ProductBase([Interval(-1.0, 1.0), Circle()], interval="normal")
         >>> base.sample(5).shape
         torch.Size([5, 2])
     """
@@ -214,19 +227,17 @@ class ProductBase(BaseDistribution):
             if len(index):
                 self.marginals[kind] = MARGINALS[kind][family](index, masks["low"][index], masks["high"][index])
 
-    def rsample(self, n: int) -> torch.Tensor:
+    def _rsample(self, n: int) -> torch.Tensor:
         x = self._anchor.new_empty(n, self.dim)
         for marginal in self.marginals.values():
             x = x.index_copy(1, marginal.index, marginal.rsample(n, self._anchor))
         return x
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        ok = self.support.contains(x)
-        safe = self.support.replace_outside(x, ok)
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         lp = x.new_zeros(len(x))
         for marginal in self.marginals.values():
-            lp = lp + marginal.log_prob(safe[:, marginal.index])
-        return torch.where(ok, lp, torch.full_like(lp, -math.inf))
+            lp = lp + marginal.log_prob(x[:, marginal.index])
+        return lp
 
 
 class GaussianMixture(BaseDistribution):
@@ -242,13 +253,12 @@ class GaussianMixture(BaseDistribution):
         self.loc = nn.Parameter(spread * torch.randn(components, dim))
         self.log_scale = nn.Parameter(torch.zeros(components, dim))
 
-    def rsample(self, n: int) -> torch.Tensor:
+    def _rsample(self, n: int) -> torch.Tensor:
         k = torch.multinomial(torch.softmax(self.logits.detach(), -1), n, replacement=True)
         eps = self._anchor.new_empty(n, self.dim).normal_()
         return self.loc[k] + torch.exp(self.log_scale[k]) * eps
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         z = (x[:, None, :] - self.loc) * torch.exp(-self.log_scale)
         comp = (-0.5 * (z * z + LOG_2PI) - self.log_scale).sum(-1)
-        lp = torch.logsumexp(comp + torch.log_softmax(self.logits, -1), dim=-1)
-        return torch.where(self.support.contains(x), lp, torch.full_like(lp, -math.inf))
+        return torch.logsumexp(comp + torch.log_softmax(self.logits, -1), dim=-1)

@@ -49,6 +49,15 @@ def spline_flow(
 
     Returns:
         A ``Flow`` whose samples lie in ``domains``; it starts as the identity map.
+
+    Example:
+        >>> from boltzflow.flows import Circle, Interval, Real, spline_flow
+        >>> flow = spline_flow([Circle(), Interval(0.1, 0.2), Real()], layers=2, hidden=(16,), seed=0)
+        >>> x, log_q = flow.rsample_and_log_prob(5)
+        >>> x.shape, log_q.shape
+        (torch.Size([5, 3]), torch.Size([5]))
+        >>> bool(((x[:, 1] >= 0.1) & (x[:, 1] <= 0.2)).all())
+        True
     """
     domains = check_domains(domains)
     dim = len(domains)

@@ -22,6 +22,12 @@ class Flow(nn.Module):
 
     Shapes: samples and ``x`` are [batch, dim]; log-densities are [batch].
     ``context`` (optional) is [batch, context_dim] and reaches every bijection.
+
+    Example:
+        >>> from boltzflow.flows import AffineAutoregressive, Flow, ProductBase, Real
+        >>> flow = Flow(ProductBase([Real(), Real()]), [AffineAutoregressive([Real(), Real()], hidden=(8,))])
+        >>> flow.log_prob(torch.tensor([[0.0, 0.0], [float("nan"), 0.0]])).tolist()[1]
+        -inf
     """
 
     def __init__(self, base: BaseDistribution, bijections: Sequence[Bijection]):
@@ -50,10 +56,6 @@ class Flow(nn.Module):
     @property
     def dim(self) -> int:
         return len(self.domains)
-
-    def _check(self, x: torch.Tensor, name: str = "x") -> None:
-        if x.dim() != 2 or x.shape[-1] != self.dim:
-            raise ValueError(f"{name} must have shape [batch, {self.dim}], got {list(x.shape)}")
 
     def rsample_and_log_prob(
         self, n: int, context: Optional[torch.Tensor] = None
@@ -90,7 +92,7 @@ class Flow(nn.Module):
         Points outside the domains get ``log q = -inf`` (never NaN); circle values are
         wrapped onto [-π, π) first.
         """
-        self._check(x)
+        self.support.check(x)
         ok = self.support.contains(x)
         z = self.support.replace_outside(self.support.wrap(x), ok)
         log_q = x.new_zeros(len(x))
