@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from boltzflow.cli.console import console, progress_bar
+
+if TYPE_CHECKING:
+    from boltzflow.training.settings import Settings
 
 
 AIS_HINT_BELOW = 0.5  # an ESS under this gets the `boltzflow sample --ais` command that improves it
@@ -94,17 +97,19 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
     from boltzflow.training.distributed import environment
     from boltzflow.training.run import EARLY_STOP_EXIT_CODE, check_run_dir, device_of
     from boltzflow.training.run import train as train_run
+    from boltzflow.training.settings import Settings
 
     options = {"objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "device": device,
                "seed": seed, "time_limit": time_limit, "threads": threads}
     # --resume continues the run as it was configured: its config.toml, then what is given again
     saved = out is not None and resume and (out / "config.toml").is_file()
-    settings = resolve_config(system, preset, config, options, assignments, run_dir=out if saved else None)
-    system_file(settings["system"])  # an unknown system fails here, before anything is announced
+    resolved = resolve_config(system, preset, config, options, assignments, run_dir=out if saved else None)
+    settings = Settings.from_config(resolved)
+    system_file(settings.system)  # an unknown system fails here, before anything is announced
     if environment() is None:  # under torchrun / srun each process is given its own device later
-        device_of(settings["device"])
-    use_threads(settings["threads"])
-    out = out or _default_out(system, settings["objective"], settings["seed"])
+        device_of(settings.device)
+    use_threads(settings.threads)
+    out = out or _default_out(system, settings.objective, settings.seed)
     check_writable(out, "run directory", directory=True)
     check_run_dir(out, resume)
     resume_hint = f"continue with: boltzflow train {system} --out {out} --resume"
@@ -120,10 +125,10 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
                 "mirror": report.n_mirror / max(1, report.n),
                 **{f"pop_{name}": estimate.value for name, estimate in report.populations.items()}}
 
-    with progress_bar("training", printer, total=settings["steps"], info=True, disable=printer.quiet) as bar:
-        task = bar.add_task("training", total=settings["steps"], info="")
+    with progress_bar("training", printer, total=settings.steps, info=True, disable=printer.quiet) as bar:
+        task = bar.add_task("training", total=settings.steps, info="")
         state: dict = {"printed": -math.inf}
-        held_out = settings["eval_batch_size"]
+        held_out = settings.eval_batch_size
 
         def on_step(step: int, record: dict) -> None:
             if "eval_ess" in record:  # a small-sample figure: heavy-tailed weights make it overstate
@@ -135,13 +140,13 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
             # no terminal (a Slurm log, a pipe): a plain line at the logged steps, at most every 30 s
             now = time.monotonic()
             if not printer.is_terminal and "eval_ess" in record and (now - state["printed"] >= 30
-                                                                     or step == settings["steps"]):
+                                                                     or step == settings.steps):
                 state["printed"] = now
-                printer.print(f"step {step:,}/{settings['steps']:,}  {info}  "
+                printer.print(f"step {step:,}/{settings.steps:,}  {info}  "
                               f"wall {record.get('wall_time', 0) / 60:.1f} min", soft_wrap=True)
 
-        printer.print(f"training {settings['objective']} on {settings['system']} → {out}")
-        summary = train_run(settings, out, resume=resume, on_step=on_step, final=final)
+        printer.print(f"training {settings.objective} on {settings.system} → {out}")
+        summary = train_run(resolved, out, resume=resume, on_step=on_step, final=final)
     printer.print(_summary_table(summary, out))
     if summary["stopped"] != "done":
         printer.print(f"stopped early ({summary['stopped']}); {resume_hint}", soft_wrap=True)
@@ -160,7 +165,7 @@ def _raise_stopped(name: str) -> None:
     raise _Stopped(name)
 
 
-def _final_report(run, out: Path, settings: dict):
+def _final_report(run, out: Path, settings: Settings):
     """What the trained generator says: ESS with k̂, populations and ΔF with intervals on
     ``final_samples`` fresh samples (OUT/report.json), the Ramachandran and PMF plots in OUT."""
     import json
@@ -168,8 +173,8 @@ def _final_report(run, out: Path, settings: dict):
     from boltzflow.runs.report import draw_weighted_samples, free_energy_report, report_plots
     from boltzflow.io import atomic_path
 
-    samples = draw_weighted_samples(run, settings["final_samples"], seed=settings["seed"], run_dir=out)
-    report = free_energy_report(samples, seed=settings["seed"])
+    samples = draw_weighted_samples(run, settings.final_samples, seed=settings.seed, run_dir=out)
+    report = free_energy_report(samples, seed=settings.seed)
     plots = report_plots(samples, out)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps({**report.as_dict(), "plots": [str(p) for p in plots]}, indent=1) + "\n")
