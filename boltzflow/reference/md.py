@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import BoltzflowError
 from ..io import atomic_path
-from .simulation import (TIMESTEP_PS, langevin_context, minimise_and_thermalise, positions_and_energy,
-                         restore_state, save_state)
+from .simulation import (TIMESTEP_PS, changed_settings, langevin_context, minimise_and_thermalise,
+                         other_settings_error, positions_and_energy, restore_state, save_state)
 from .trajectory import append_frames, count_frames, create_trajectory, truncate_frames
 
 
@@ -98,11 +98,10 @@ def _resume(context, partial: Path, checkpoint: Path, settings: dict) -> int:
     if not (partial.exists() and checkpoint.exists()):
         return 0
     saved = json.loads(checkpoint.read_text())
-    changed = [key for key in settings if saved.get(key) != settings[key]]
+    changed = changed_settings(saved, settings)
     if changed:
-        raise BoltzflowError(f"{checkpoint} belongs to a run with other settings ({', '.join(changed)}: "
-                             f"{[saved.get(k) for k in changed]} there, {[settings[k] for k in changed]} now); "
-                             "rerun with the same settings or remove it and its .partial file")
+        raise other_settings_error(checkpoint, saved, settings, changed,
+                                   "rerun with the same settings or remove it and its .partial file")
     frames = saved["frames"]
     if count_frames(partial) < frames:
         raise BoltzflowError(f"{partial} holds fewer frames than its checkpoint says ({frames}); "

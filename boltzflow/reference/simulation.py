@@ -6,7 +6,8 @@ have none), on a chosen platform; states saved as portable XML for resuming.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 import openmm
@@ -16,6 +17,20 @@ from ..errors import BoltzflowError
 
 TIMESTEP_PS = 0.001
 FRICTION_PER_PS = 1.0
+
+
+def changed_settings(saved: Mapping, settings: Mapping, legacy: Optional[Mapping] = None) -> list[str]:
+    """The keys of ``settings`` whose value differs from the ``saved`` one (where ``saved``
+    lacks a key, ``legacy`` holds the value older runs used)."""
+    legacy = legacy or {}
+    return [key for key in settings if saved.get(key, legacy.get(key)) != settings[key]]
+
+
+def other_settings_error(path: Path, saved: Mapping, settings: Mapping, changed: list[str],
+                         remedy: str) -> BoltzflowError:
+    """The one-line error for resuming the run in ``path`` with ``changed`` settings."""
+    return BoltzflowError(f"{path} holds a run with other settings ({', '.join(changed)}: "
+                          f"{[saved.get(k) for k in changed]} there, {[settings[k] for k in changed]} now); {remedy}")
 
 
 def openmm_seed(seed: int, *stream: int) -> int:

@@ -49,8 +49,8 @@ from ..errors import BoltzflowError
 from ..geometry import dihedral_angles
 from ..io import atomic_path
 from ..systems import State, disjoint_groups
-from .simulation import (TIMESTEP_PS, langevin_context, minimise_and_thermalise, openmm_seed, restore_state,
-                         save_state)
+from .simulation import (TIMESTEP_PS, changed_settings, langevin_context, minimise_and_thermalise, openmm_seed,
+                         other_settings_error, restore_state, save_state)
 
 DATA_FILE, PMF_FILE, PLOT_FILE, RESULTS_FILE = "umbrella.h5", "pmf.csv", "pmf.png", "free_energies.json"
 HISTOGRAM_FILE, SURFACE_FILE = "ramachandran.npz", "ramachandran.png"
@@ -249,13 +249,12 @@ def _load_progress(path: Path, settings: dict) -> tuple[list, list, Optional[str
         return [], [], None
     with h5py.File(path, "r") as f:
         saved = json.loads(f.attrs["settings"])
-        changed = [key for key in settings if saved.get(key, LEGACY_SETTINGS.get(key)) != settings[key]]
+        changed = changed_settings(saved, settings, LEGACY_SETTINGS)
         if changed == ["repeats"] and settings["repeats"] > saved.get("repeats", 1):
             changed = []  # more repeats: the finished windows stay valid and the new repeats follow them
         if changed:
-            raise BoltzflowError(f"{path} holds a run with other settings ({', '.join(changed)}: "
-                                 f"{[saved.get(k) for k in changed]} there, {[settings[k] for k in changed]} now); "
-                                 "rerun with the same settings or choose another output folder")
+            raise other_settings_error(path, saved, settings, changed,
+                                       "rerun with the same settings or choose another output folder")
         series = list(f["cv"][()])
         wall = list(f["wall_seconds"][()]) if "wall_seconds" in f else [math.nan] * len(series)
         return series, wall, f["state"][()].decode()
