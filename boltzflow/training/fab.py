@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -122,7 +122,9 @@ class FABSettings:
                    updates_per_ais=self.updates_per_ais)
 
 
-FLOW_AIS_BOOTSTRAP = Objective(
-    "fab",  # the α = 2 divergence by AIS towards p²/q, with a replay buffer; from the energy alone
-    lambda run, model, batch, data: run.settings.sections["fab"].objective(model, run.target, batch),
-    settings=FABSettings, anneals=True)
+def _fab_loss(run, model: Flow, batch: int, data: Optional[Tensor]) -> FAB:
+    return run.settings.sections["fab"].objective(model, run.target, batch)
+
+
+# the α = 2 divergence by AIS towards p²/q, with a replay buffer; from the energy alone
+FLOW_AIS_BOOTSTRAP = Objective("fab", _fab_loss, settings=FABSettings, anneals=True)

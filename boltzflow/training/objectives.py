@@ -111,14 +111,16 @@ class ReverseKLSettings:
             raise invalid_setting("rkl.forward_samples", self.forward_samples, "a positive integer")
 
 
-REVERSE_KL = Objective(
-    "rkl",  # reverse KL from the energy alone, on samples of the flow
-    lambda run, model, batch, data: lambda step: reverse_kl(
-        model, run.target, batch, run.settings.sections["rkl"].forward_weight,
-        run.settings.sections["rkl"].forward_samples),
-    settings=ReverseKLSettings, anneals=True)
+def _reverse_kl_loss(run: "Run", model: nn.Module, batch: int, data: Optional[Tensor]) -> LossFn:
+    options = run.settings.sections["rkl"]
+    return lambda step: reverse_kl(model, run.target, batch, options.forward_weight, options.forward_samples)
 
-MAXIMUM_LIKELIHOOD = Objective(
-    "ml",  # maximum likelihood on conformations (data = a trajectory)
-    lambda run, model, batch, data: lambda step: forward_kl(model, minibatch(data, batch)),
-    data="required")
+
+def _maximum_likelihood_loss(run: "Run", model: nn.Module, batch: int, data: Optional[Tensor]) -> LossFn:
+    return lambda step: forward_kl(model, minibatch(data, batch))
+
+
+# reverse KL from the energy alone, on samples of the flow
+REVERSE_KL = Objective("rkl", _reverse_kl_loss, settings=ReverseKLSettings, anneals=True)
+# maximum likelihood on conformations (the data setting: a trajectory)
+MAXIMUM_LIKELIHOOD = Objective("ml", _maximum_likelihood_loss, data="required")

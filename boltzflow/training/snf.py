@@ -175,8 +175,10 @@ class StochasticFlowLoss:
         self.snf.kernels.load_state_dict(state["kernels"])
 
 
-STOCHASTIC_FLOW = Objective(
-    "snf",  # MCMC layers between the flow's; from the energy, or on data when given
-    lambda run, model, batch, data: StochasticFlowLoss(model, run.target, batch, data),
-    settings=StochasticFlowSettings, data="optional",
-    wrap=lambda section, flow: section.stochastic_flow(flow))
+def _stochastic_flow_loss(run, model: StochasticFlow, batch: int, data: Optional[Tensor]) -> StochasticFlowLoss:
+    return StochasticFlowLoss(model, run.target, batch, data)
+
+
+# MCMC layers between the flow's; from the energy, or on data when given
+STOCHASTIC_FLOW = Objective("snf", _stochastic_flow_loss, settings=StochasticFlowSettings, data="optional",
+                            wrap=StochasticFlowSettings.stochastic_flow)
