@@ -114,9 +114,9 @@ class Support(torch.nn.Module):
 
     def __init__(self, domains: Optional[Sequence[Domain]] = None):
         super().__init__()
+        domains = None if domains is None else check_domains(domains)
         self.dim: Optional[int] = None if domains is None else len(domains)
-        domains = (Real(),) if domains is None else check_domains(domains)  # one real broadcasts to any number
-        m = domain_masks(domains)
+        m = domain_masks((Real(),) if domains is None else domains)  # one real broadcasts to any number
         self.has_circle = bool(m["circle"].any())
         self.register_buffer("circle", m["circle"], persistent=False)
         self.register_buffer("low", torch.where(m["interval"], m["low"], -math.inf), persistent=False)

@@ -12,7 +12,6 @@ from boltzflow.errors import BoltzflowError
 from boltzflow.cli.console import console, err_console
 
 
-
 def sweep(
     file: Path = typer.Argument(
         ..., help="Sweep file (TOML): \\[train] settings, \\[grid] lists of values, \\[slurm] options."),

@@ -11,7 +11,6 @@ from rich.table import Table
 from boltzflow.cli.console import console, progress_bar
 
 
-
 def md(
     system: str = typer.Argument(..., help="System name, folder or system.toml path."),
     ns: float = typer.Option(..., "--ns", help="Simulated time in nanoseconds (1 fs steps)."),

@@ -17,7 +17,6 @@ from rich.table import Table
 from boltzflow.cli.console import console, err_console, progress_bar
 
 
-
 @contextmanager
 def _sigterm_exits() -> Iterator[None]:
     """SIGTERM raises SystemExit (143), so temporary files are removed on the way out."""

@@ -81,7 +81,7 @@ def train(
                    time_limit, assignments, stopped)
     except _Stopped as stop:
         console.print(f"stopped by {stop} before training finished or while evaluating; {stopped['hint']}",
-                        soft_wrap=True)
+                      soft_wrap=True)
         raise typer.Exit(EARLY_STOP_EXIT_CODE) from None
 
 

@@ -82,7 +82,8 @@ class InternalCoordinates(nn.Module):
         if zmatrix.is_mixed:
             block = CartesianBlock(ref[:, list(zmatrix.cartesian)], cartesian_scale)
         super().__init__()
-        self.domains: tuple[Domain, ...] = check_domains(normalization.domains + (Real(),) * (block.dim if block else 0))
+        self.domains: tuple[Domain, ...] = check_domains(
+            normalization.domains + (Real(),) * (block.dim if block else 0))
         self.zmatrix = zmatrix
         self.n_atoms = n
         self.normalization = normalization

@@ -117,13 +117,18 @@ class UniformInterval(Marginal):
 
 class TruncatedNormal(Marginal):
     """N(loc, exp(log_scale)²) truncated to each interval, trainable; starts centred with
-    the half-width as scale. Drawn by inverting the CDF (reparametrised)."""
+    the half-width as scale. Drawn by inverting the CDF (reparametrised).
+    ``trainable=False``: the fixed standard normal, N(0, 1), truncated."""
 
-    def __init__(self, index, low, high):
+    def __init__(self, index, low, high, trainable: bool = True):
         super().__init__(index, low, high)
-        dtype = torch.get_default_dtype()
-        self.loc = nn.Parameter(((low + high) / 2).to(dtype))
-        self.log_scale = nn.Parameter(torch.log((high - low) / 2).to(dtype))
+        if trainable:
+            dtype = torch.get_default_dtype()
+            self.loc = nn.Parameter(((low + high) / 2).to(dtype))
+            self.log_scale = nn.Parameter(torch.log((high - low) / 2).to(dtype))
+        else:  # buffers outside the state dict: a model file holds no base entries
+            self.register_buffer("loc", torch.zeros(()), persistent=False)
+            self.register_buffer("log_scale", torch.zeros(()), persistent=False)
 
     def rsample(self, n, like):
         u = like.new_empty(n, self.d).uniform_()
@@ -147,9 +152,7 @@ class TruncatedStandardNormal(TruncatedNormal):
     expected spread (bonds and angles scaled by their thermal widths)."""
 
     def __init__(self, index, low, high):
-        Marginal.__init__(self, index, low, high)
-        self.register_buffer("loc", torch.zeros(()), persistent=False)
-        self.register_buffer("log_scale", torch.zeros(()), persistent=False)
+        super().__init__(index, low, high, trainable=False)
 
 
 class UniformCircle(Marginal):

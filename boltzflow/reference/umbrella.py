@@ -90,7 +90,8 @@ def parse_cvs(system, cv: Union[str, Sequence[str]]) -> tuple:
         if name not in system.dihedrals:
             raise BoltzflowError(f"{system.name} has no dihedral {name!r}; known: {known}")
     if not 1 <= len(names) <= 2 or len(set(names)) != len(names):
-        raise BoltzflowError(f"the umbrella CVs are one dihedral or two different ones separated by a comma (e.g. phi,psi), "
+        raise BoltzflowError(f"the umbrella CVs are one dihedral or two different ones separated by a comma "
+                             f"(e.g. phi,psi), "
                              f"got {','.join(names)!r}")
     return names
 

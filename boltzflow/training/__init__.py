@@ -10,6 +10,7 @@ from .targets import BoltzmannTarget
 from .trainer import Schedule, Trainer, parse_duration
 
 __all__ = [
-    "FAB", "OBJECTIVES", "BoltzmannTarget", "Objective", "Schedule", "Settings", "StochasticFlow", "TemperatureAnnealing", "Trainer",
+    "FAB", "OBJECTIVES", "BoltzmannTarget", "Objective", "Schedule", "Settings", "StochasticFlow",
+    "TemperatureAnnealing", "Trainer",
     "forward_kl", "parse_duration", "reverse_kl", "snf_forward_kl", "snf_reverse_kl", "temperature_ladder",
 ]

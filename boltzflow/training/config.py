@@ -1,9 +1,10 @@
 """The configuration of a training run: defaults, presets, TOML files and command-line overrides.
 
 Every setting has its type, default and allowed values in ``settings`` (one dataclass per
-table); this module layers where values come from (later wins): the defaults, the preset, the ``--config`` TOML file, then command-line options and
-``--set section.key=value``. The run directory keeps the fully resolved configuration
-(``config.toml``), so a run can be repeated or resumed from it alone.
+table); this module layers where values come from (later wins): the defaults, the preset,
+the ``--config`` TOML file, then command-line options and ``--set section.key=value``. The
+run directory keeps the fully resolved configuration (``config.toml``), so a run can be
+repeated or resumed from it alone.
 
 ``batch_size`` is a step's whole batch. Under ``torchrun`` or ``srun`` each of the P
 processes draws batch_size / P of it; ``shards`` splits a process's part into that many

@@ -32,7 +32,6 @@ from torch import Tensor
 from ..errors import BoltzflowError
 from ..numerics import nan_to_neg_inf
 from ..sampling import AIS, KERNELS, SPACINGS
-
 from .settings import OBJECTIVES
 
 if TYPE_CHECKING:

@@ -153,7 +153,8 @@ def build_run(settings: Settings) -> Run:
     torch.manual_seed(settings.seed)
     flow = spline_flow(coordinates.domains, layers=model.layers, bins=model.bins, hidden=tuple(model.hidden),
                        circular_shift=model.circular_shift,
-                       base=ProductBase(coordinates.domains, interval=base.interval), seed=settings.seed).to(device, dtype)
+                       base=ProductBase(coordinates.domains, interval=base.interval), seed=settings.seed)
+    flow = flow.to(device, dtype)
     return Run(settings, system, flow, target, _wrapped(settings, flow))
 
 
@@ -289,7 +290,8 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
         check_run_dir(out, resume)
         if distributed.rank() == 0:  # one writer per run directory, until this returns
             held.enter_context(directory_lock(out))
-        resuming = _prepare_run_dir(out, settings.as_config(), resume)
+        config = settings.as_config()  # what config.toml and the checkpoints hold
+        resuming = _prepare_run_dir(out, config, resume)
         schedule = Schedule(steps=settings.steps, lr=settings.lr, lr_min=settings.lr_min, warmup=settings.warmup,
                             clip_grad_norm=settings.clip_grad_norm, checkpoint_every=settings.checkpoint_every,
                             log_every=settings.log_every,
@@ -300,10 +302,11 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
             return {"eval_ess": report.pop("ess"), **{k: v for k, v in report.items() if not k.startswith("pop_")}}
 
         data = _load_data(run) if settings.data and settings.kind.data != "no" else None
-        models = [run.model] + [_wrapped(settings, run.flow) or run.flow
-                                for _ in range(settings.shards - 1)]  # shard 0 adapts the model's own kernels
+        # shard 0 trains the model itself; other shards wrap the shared flow in models of their own (own kernels)
+        models = [run.model] + [run.flow if run.snf is None else _wrapped(settings, run.flow)
+                                for _ in range(settings.shards - 1)]
         objectives = [_Objective(run, batch, samples, model, data) for model in models]
-        trainer = Trainer(run.model, objectives, schedule, out, settings.as_config(), evaluate, seed=settings.seed)
+        trainer = Trainer(run.model, objectives, schedule, out, config, evaluate, seed=settings.seed)
         result = trainer.run(resume=resuming, on_step=on_step)
         _check_trained(run.model, result)
         evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)

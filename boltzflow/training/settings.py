@@ -30,8 +30,8 @@ from .snf import STOCHASTIC_FLOW
 from .trainer import parse_duration
 
 # the objectives by the names of the ``objective`` setting
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (REVERSE_KL, MAXIMUM_LIKELIHOOD, STOCHASTIC_FLOW,
-                                                         FLOW_AIS_BOOTSTRAP)}
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o for o in (REVERSE_KL, MAXIMUM_LIKELIHOOD, STOCHASTIC_FLOW, FLOW_AIS_BOOTSTRAP)}
 
 
 @dataclass(frozen=True)
