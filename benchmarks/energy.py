@@ -6,7 +6,8 @@ the per-repeat ratios, since a shared machine's speed drifts):
 - ``openmm-loop``: one OpenMM CPU Context (1 thread), conformations set one by one, as
   peer libraries evaluate them;
 - ``openmm-pool``: boltzflow's pool of OpenMM worker processes (one per core);
-- ``torch``: boltzflow's torch force field on the whole batch (float32, CPU, eager);
+- ``torch``: boltzflow's torch force field on the whole batch (float32, CPU, eager; it cuts
+  the batch into cache-sized chunks itself);
 - ``torch-compiled``: the same through ``torch.compile`` (``compile=True``);
 - ``torch-cuda``: float32 on the GPU, when one is present.
 
@@ -15,10 +16,12 @@ conformations per second and ratios to ``openmm-loop``.
 
     python benchmarks/energy.py [--batch 1024] [--repeats 15] [--markdown]
 
-``--scaling`` times the eager contenders against atom count instead: alanine di-, tetra- and
-hexapeptide (22, 42, 62 atoms) and a peptide built by ``boltzflow systems new --sequence``
-(``--sequence``, default nine alanines: 102 atoms), all in the tetrapeptide's force field
-(Amber ff99SB-ILDN, OBC2), so that only the size changes.
+``--scaling`` times the contenders against atom count instead: alanine di-, tetra- and
+hexapeptide (22, 42, 62 atoms) and peptides built by ``boltzflow systems new --sequence``
+(``--sequences``, default Ace-(Ala)9-Nme, chignolin's GYDPETGTW and Ace-(Ala)19-Nme: 102,
+140 and 202 atoms), all in the tetrapeptide's force field (Amber ff99SB-ILDN, OBC2), so
+that only the size changes. It also gives the torch force field's memory per conformation
+in flight: the bytes autograd saves for one chunk's backward pass, divided by the chunk.
 
     python benchmarks/energy.py --scaling [--batch 1024] [--repeats 7] [--markdown]
 """
@@ -94,15 +97,32 @@ def rates_of(system, batch: int, loop_size: int, repeats: int, compiled: bool = 
     return {name: np.array([runs[name][1] / t for t in ts]) for name, ts in times.items()}
 
 
-def scaling_systems(sequence: str, folder: str) -> list:
-    """Alanine di-, tetra-, hexapeptide and Ace-(sequence)-Nme, all in the tetrapeptide's force field."""
+def scaling_systems(sequences: list[str], folder: str) -> list:
+    """Alanine di-, tetra-, hexapeptide and Ace-(sequence)-Nme of each sequence, all in the
+    tetrapeptide's force field."""
     from boltzflow.system_builder import new_system
 
     tetra = load_system("alanine-tetrapeptide")
     files = read_toml(tetra.folder / "system.toml")["forcefield"]["files"]
     return [load_system("alanine-dipeptide-amber99sbildn"), tetra, load_system("alanine-hexapeptide"),
-            load_system(new_system(os.path.join(folder, f"ace-{sequence.lower()}-nme"), sequence=sequence,
-                                   forcefield=files))]
+            *(load_system(new_system(os.path.join(folder, f"ace-{sequence.lower()}-nme"), sequence=sequence,
+                                     forcefield=files)) for sequence in sequences)]
+
+
+def bytes_in_flight(system, dtype: torch.dtype = torch.float32) -> float:
+    """Bytes per conformation that autograd saves for one chunk's backward pass in the torch
+    force field (what a conformation occupies while its chunk is evaluated)."""
+    forcefield = system.energy("torch").forcefield.to(dtype)
+    x = torch.tensor(conformations(system, forcefield.chunk), dtype=dtype, requires_grad=True)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forcefield.energy(x)
+    return sum(saved) / forcefield.chunk
 
 
 def report(title: str, header: tuple, rows: list, markdown: bool) -> None:
@@ -117,24 +137,29 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--loop-size", type=int, default=128, help="conformations per OpenMM-loop call")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--scaling", action="store_true", help="time the eager contenders against atom count")
-    parser.add_argument("--sequence", default="AAAAAAAAA", help="the built peptide of --scaling")
+    parser.add_argument("--scaling", action="store_true", help="time the contenders against atom count")
+    parser.add_argument("--sequences", default="AAAAAAAAA,GYDPETGTW,AAAAAAAAAAAAAAAAAAA",
+                        help="the built peptides of --scaling, comma-separated")
+    parser.add_argument("--eager", action="store_true", help="leave out torch-compiled (minutes of compilation)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
 
     if args.scaling:
         rows = []
         with tempfile.TemporaryDirectory() as folder:
-            for system in scaling_systems(args.sequence, folder):
+            for system in scaling_systems(args.sequences.split(","), folder):
                 # the machine is shared: its speed drifts, so ratios are taken within each repeat
-                rates = rates_of(system, args.batch, args.loop_size, args.repeats, compiled=False)
+                rates = rates_of(system, args.batch, args.loop_size, args.repeats, compiled=not args.eager)
                 base = rates["openmm-loop"]
+                torches = [name for name in rates if name.startswith("torch")]
                 rows.append((system.name, str(system.n_atoms),
                              *(f"{1e6 / np.median(r):.1f}" for r in rates.values()),
-                             f"{np.median(rates['torch'] / base):.1f}x"))
-        header = ("system", "atoms", *(f"{name} µs/conformation" for name in rates), "torch vs openmm-loop")
+                             *(f"{np.median(rates[name] / base):.1f}x" for name in torches),
+                             f"{bytes_in_flight(system) / 1e3:.0f}"))
+        header = ("system", "atoms", *(f"{name} µs/conformation" for name in rates),
+                  *(f"{name} vs openmm-loop" for name in torches), "torch kB/conformation in flight")
         report(f"energy + forces against size, batch {args.batch}, median of {args.repeats}", header, rows,
-                    args.markdown)
+               args.markdown)
         return
     system = load_system(args.system)
     rates = rates_of(system, args.batch, args.loop_size, args.repeats)

@@ -87,7 +87,7 @@ def test_quality_benchmark_judges_each_residue_of_a_tetrapeptide(tmp_path, capsy
 
 
 def test_energy_scaling_runs_at_toy_size(capsys):
-    load("energy").main(["--scaling", "--sequence", "AG", "--batch", "4", "--loop-size", "2", "--repeats", "1",
+    load("energy").main(["--scaling", "--sequences", "AG", "--eager", "--batch", "4", "--loop-size", "2", "--repeats", "1",
                          "--markdown"])
     out = capsys.readouterr().out
     assert "| alanine-hexapeptide | 62 |" in out and "| ace-ag-nme | 29 |" in out

@@ -49,13 +49,12 @@ class TorchEnergy(ReducedEnergy):
 
     def __init__(self, system: openmm.System, temperature: float, compile: bool = False):
         super().__init__(temperature)
-        self.forcefield = TorchForceField(system)
+        self.forcefield = TorchForceField(system, compile=compile)
         self.n_atoms = self.forcefield.n_atoms
-        self._evaluate = torch.compile(self.forcefield) if compile else self.forcefield
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         _check_positions(xyz, self.n_atoms)
-        return _finite_or_inf(self._evaluate(xyz) / self.kT)
+        return _finite_or_inf(self.forcefield(xyz) / self.kT)
 
 
 class _OpenMMReducedEnergy(torch.autograd.Function):

@@ -1,14 +1,20 @@
 """Batched torch energy terms with OpenMM's functional forms (kJ/mol, nm, radians).
 
-Each term maps positions ``xyz`` [batch, n_atoms, 3] to energies [batch] and is built
-from plain parameter tensors (registered as buffers, so ``.to(device, dtype)`` works).
+Each term is built from plain parameter tensors (registered as buffers, so
+``.to(device, dtype)`` works) and maps one batch to energies [batch].
 
-The displacement vectors a term needs (bond vectors, angle arms, torsion axes, pair
-separations) come from one matrix product with a signed incidence matrix
-``[n_atoms, K]`` (column k is e_head − e_tail), not from fancy indexing: the product and
-its transpose in the backward pass are much faster than gathers and scatter-adds, and a
+Bonded terms take positions ``xyz`` [batch, n_atoms, 3]. The vectors they need (bond
+vectors, angle arms, torsion axes) come from one matrix product with a signed incidence
+matrix ``[n_atoms, K]`` (column k is e_head − e_tail), not from fancy indexing: the product
+and its transpose in the backward pass are much faster than gathers and scatter-adds, and a
 difference x_head − x_tail computed this way is exact. Vectors are then handled as
-triples of [batch, K] component tensors.
+triples of [batch, K] component tensors. Each bonded term has O(n_atoms) rows, so this is
+O(n_atoms²) work.
+
+Pair terms (``PairTerm``) take the squared distances of all atom pairs [batch, n_atoms,
+n_atoms] from ``pair_squared_distances``, computed once for all of them, with per-pair
+parameters as [n_atoms, n_atoms] matrices (zero where a pair does not interact): O(n_atoms²)
+work, with sums over a matrix axis where an incidence product would cost O(n_atoms³).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import Tensor, nn
 
 from ..geometry import Vector, angle, dihedral, dot, norm
 from ..units import ONE_4PI_EPS0
+
 
 def incidence(heads: Sequence[int], tails: Sequence[int], n_atoms: int) -> Tensor:
     """Signed incidence matrix [n_atoms, K] (float64): column k is e_heads[k] − e_tails[k]."""
@@ -84,62 +91,71 @@ class PeriodicTorsions(_Term):
         return (self.k * (1 + torch.cos(self.periodicity * phi - self.phase))).sum(-1)
 
 
-class PairCoulombLJ(_Term):
-    """Coulomb + Lennard-Jones over an explicit pair list (no cutoff).
+def pair_squared_distances(xyz: Tensor) -> Tensor:
+    """Squared distances r²_ij [batch, n_atoms, n_atoms] (nm²), zero on the diagonal.
 
-    E = ONE_4PI_EPS0 · qq / r + 4 ε ((σ/r)¹² - (σ/r)⁶) for pairs [M, 2] with per-pair
-    charge products qq (e²), σ (nm) and ε (kJ/mol).
+    Formed from per-component differences (exact, unlike |x_i|² + |x_j|² − 2 x_i·x_j); the
+    backward pass of a broadcast difference is a sum over one axis of the matrix.
+    """
+    x, y, z = xyz.transpose(1, 2).unbind(1)
+    dx, dy, dz = (c[:, :, None] - c[:, None, :] for c in (x, y, z))
+    return dx * dx + dy * dy + dz * dz
+
+
+class PairTerm(_Term):
+    """A term of all atom pairs: ``forward(r2)`` takes squared distances [batch, N, N]."""
+
+    def _off_diagonal(self, r2: Tensor) -> Tensor:
+        """r² with 1 on the diagonal (an atom and itself), so 1/r is finite there; the
+        parameters of a pair term are zero on the diagonal."""
+        eye = torch.eye(r2.shape[-1], dtype=r2.dtype, device=r2.device)
+        return r2.clamp_min(torch.finfo(r2.dtype).tiny) + eye
+
+
+class PairCoulombLJ(PairTerm):
+    """Coulomb + Lennard-Jones over all atom pairs (no cutoff), from [N, N] parameter matrices.
+
+    E = Σ_{i<j} ONE_4PI_EPS0 · qq_ij / r + 4 ε_ij ((σ_ij/r)¹² − (σ_ij/r)⁶), with per-pair charge
+    products qq (e²), σ (nm) and ε (kJ/mol); the matrices hold each pair once (i < j) and are
+    zero elsewhere, including excluded pairs.
     """
 
-    def __init__(self, pairs: Tensor, charge_prod: Tensor, sigma: Tensor, epsilon: Tensor, n_atoms: int):
+    def __init__(self, charge_prod: Tensor, sigma: Tensor, epsilon: Tensor):
         super().__init__()
-        self._buffers_from(separations=incidence(pairs[:, 1], pairs[:, 0], n_atoms),
-                           coulomb=ONE_4PI_EPS0 * charge_prod, sigma2=sigma**2, four_epsilon=4 * epsilon)
+        upper = torch.ones_like(charge_prod).triu(1)
+        self._buffers_from(coulomb=ONE_4PI_EPS0 * charge_prod * upper, sigma2=sigma**2 * upper,
+                           four_epsilon=4 * epsilon * upper)
 
-    def forward(self, xyz: Tensor) -> Tensor:
-        d = displacements(xyz, self.separations)
-        r2 = dot(d, d).clamp_min(torch.finfo(xyz.dtype).tiny)
-        s6 = (self.sigma2 / r2) ** 3
-        return (self.coulomb * torch.rsqrt(r2) + self.four_epsilon * (s6 * s6 - s6)).sum(-1)
+    def forward(self, r2: Tensor) -> Tensor:
+        inv_r2 = 1 / self._off_diagonal(r2)
+        s6 = (self.sigma2 * inv_r2) ** 3
+        return (self.coulomb * torch.sqrt(inv_r2) + self.four_epsilon * (s6 * s6 - s6)).sum((-2, -1))
 
 
-class OBCGeneralizedBorn(_Term):
+class OBCGeneralizedBorn(PairTerm):
     """Onufriev-Bashford-Case GB solvation with the ACE surface-area term, no cutoff.
 
     Per atom: charge q (e), offset radius ``or`` = radius - offset (nm), scaled offset
     radius ``sr`` (nm). Born radii B = 1/(1/or - tanh(α ψ - β ψ² + γ ψ³)/radius), ψ = I·or,
-    with the HCT integral I_i = ½ Σ_j h(r_ij, or_i, sr_j) over all other atoms. Energy:
-    ``prefactor · (Σ_i q_i²/(2 B_i) + Σ_{i<j} q_i q_j / f_ij)`` with
-    ``f_ij = sqrt(r² + B_i B_j exp(-r²/(4 B_i B_j)))``, plus
+    with the HCT integral I_i = ½ Σ_{j≠i} h(r_ij, or_i, sr_j). Energy:
+    ``prefactor · Σ_i Σ_j q_i q_j / (2 f_ij)`` with ``f_ij = sqrt(r² + B_i B_j exp(-r²/(4 B_i B_j)))``
+    (the diagonal, f_ii = B_i, is the self term q_i²/(2 B_i)), plus
     ``sa_factor · (radius + probe)² (radius/B)⁶`` per atom when ``sa_factor`` is nonzero.
 
     ``inside_correction`` adds OpenMM's built-in GBSAOBCForce term for an atom buried
     inside another's scaled sphere; the CustomGBForce variants do not have it.
-
-    Every unordered pair i < j is evaluated once; the integral's two directions (i
-    feeling j, j feeling i) are stacked side by side and summed onto atoms by one product
-    with a 0/1 matrix.
     """
 
     def __init__(self, charge: Tensor, offset_radius: Tensor, scaled_radius: Tensor, offset: float,
                  alpha: float, beta: float, gamma: float, prefactor: float, sa_factor: float,
                  probe: float, inside_correction: bool):
         super().__init__()
-        n = len(charge)
-        i, j = torch.triu_indices(n, n, 1)
-        receiver, sender = torch.cat([i, j]), torch.cat([j, i])   # both directions of each pair
-        to_atoms = torch.zeros(len(receiver), n, dtype=torch.float64)
-        to_atoms[torch.arange(len(receiver)), receiver] = 0.5      # I = ½ Σ h
-        pick_i = torch.zeros(n, len(i), dtype=torch.float64)
-        pick_i[i, torch.arange(len(i))] = 1.0
-        pick_j = torch.zeros(n, len(j), dtype=torch.float64)
-        pick_j[j, torch.arange(len(j))] = 1.0
         radius = offset_radius + offset
+        others = 1 - torch.eye(len(charge), dtype=charge.dtype)
         self._buffers_from(
-            separations=incidence(j, i, n), to_atoms=to_atoms, pick_i=pick_i, pick_j=pick_j,
-            or_receiver=offset_radius[receiver], sr_sender=scaled_radius[sender],
+            or_receiver=offset_radius[:, None], sr_sender=scaled_radius[None, :], others=others,
             offset_radius=offset_radius, radius=radius,
-            self_charge=0.5 * prefactor * charge**2, pair_charge=prefactor * charge[i] * charge[j],
+            charge_products=0.5 * prefactor * charge[:, None] * charge[None, :],
             surface=sa_factor * (radius + probe) ** 2,
         )
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
@@ -147,28 +163,25 @@ class OBCGeneralizedBorn(_Term):
         self.inside_correction = inside_correction
 
     def _integrand(self, r: Tensor) -> Tensor:
-        """h(r, or_i, sr_j) for both directions of every pair: [batch, 2P]."""
-        r = torch.cat([r, r], -1)
+        """h(r_ij, or_i, sr_j) [batch, N, N]: atom i (row) feeling atom j (column); 0 for i = j."""
         or_i, sr_j = self.or_receiver, self.sr_sender
         upper = r + sr_j
-        lower = torch.maximum(or_i.expand_as(r), torch.abs(r - sr_j))
+        lower = torch.maximum(or_i, torch.abs(r - sr_j))
         inv_l, inv_u = 1 / lower, 1 / upper
         inv_r = 1 / r
         h = (inv_l - inv_u + 0.25 * (r - sr_j * sr_j * inv_r) * (inv_u * inv_u - inv_l * inv_l)
              + 0.5 * torch.log(lower * inv_u) * inv_r)
         if self.inside_correction:
             h = h + torch.where(or_i < sr_j - r, 2 * (1 / or_i - inv_l), torch.zeros_like(r))
-        return torch.where(upper > or_i, h, torch.zeros_like(h))
+        return torch.where(upper > or_i, h, torch.zeros_like(h)) * self.others
 
-    def forward(self, xyz: Tensor) -> Tensor:
-        d = displacements(xyz, self.separations)
-        r2 = dot(d, d).clamp_min(torch.finfo(xyz.dtype).tiny)
-        psi = (self._integrand(torch.sqrt(r2)) @ self.to_atoms) * self.offset_radius
+    def forward(self, r2: Tensor) -> Tensor:
+        psi = 0.5 * self._integrand(torch.sqrt(self._off_diagonal(r2))).sum(-1) * self.offset_radius
         tanh = torch.tanh(psi * (self.alpha - psi * (self.beta - self.gamma * psi)))
         born = 1 / (1 / self.offset_radius - tanh / self.radius)
-        bb = (born @ self.pick_i) * (born @ self.pick_j)
+        bb = born[:, :, None] * born[:, None, :]
         f = torch.sqrt(r2 + bb * torch.exp(-r2 / (4 * bb)))
-        energy = (self.self_charge / born).sum(-1) + (self.pair_charge / f).sum(-1)
+        energy = (self.charge_products / f).sum((-2, -1))
         if self.has_surface:
             energy = energy + (self.surface * (self.radius / born) ** 6).sum(-1)
         return energy

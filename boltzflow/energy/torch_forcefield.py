@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from itertools import combinations
+from typing import Optional
 
 import openmm
 import torch
@@ -19,8 +19,8 @@ from torch import nn
 
 from ..units import ONE_4PI_EPS0
 from .terms import (
-    HarmonicAngles, HarmonicBonds, OBCGeneralizedBorn, PairCoulombLJ,
-    PeriodicTorsions,
+    HarmonicAngles, HarmonicBonds, OBCGeneralizedBorn, PairCoulombLJ, PairTerm,
+    PeriodicTorsions, pair_squared_distances,
 )
 
 _IGNORED = (openmm.CMMotionRemover,)
@@ -61,23 +61,15 @@ def _nonbonded(force: openmm.NonbondedForce, n_atoms: int):
     if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
         raise NotImplementedError("NonbondedForce parameter offsets are not supported by the torch backend")
     n = force.getNumParticles()
-    q, sig, eps = zip(*[(p[0]._value, p[1]._value, p[2]._value)
-                        for p in (force.getParticleParameters(i) for i in range(n))])
-    exceptions = {}
+    q, sig, eps = (_tensor(v) for v in zip(*[(p[0]._value, p[1]._value, p[2]._value)
+                                              for p in (force.getParticleParameters(i) for i in range(n))]))
+    charge_prod = q[:, None] * q[None, :]                  # Lorentz-Berthelot combination
+    sigma, epsilon = 0.5 * (sig[:, None] + sig[None, :]), torch.sqrt(eps[:, None] * eps[None, :])
     for e in range(force.getNumExceptions()):
         i, j, qq, s, ep = force.getExceptionParameters(e)
-        exceptions[(min(i, j), max(i, j))] = (qq._value, s._value, ep._value)
-    pairs, params = [], []
-    for i, j in combinations(range(n), 2):
-        if (i, j) in exceptions:
-            qq, s, ep = exceptions[(i, j)]
-        else:
-            qq, s, ep = q[i] * q[j], 0.5 * (sig[i] + sig[j]), math.sqrt(eps[i] * eps[j])
-        if qq != 0 or ep != 0:
-            pairs.append((i, j))
-            params.append((qq, s, ep))
-    qq, s, ep = zip(*params) if params else ((), (), ())
-    return PairCoulombLJ(_index(pairs, 2), _tensor(qq), _tensor(s), _tensor(ep), n_atoms)
+        i, j = min(i, j), max(i, j)
+        charge_prod[i, j], sigma[i, j], epsilon[i, j] = qq._value, s._value, ep._value
+    return PairCoulombLJ(charge_prod, sigma, epsilon)
 
 
 def _obc_builtin(force: openmm.GBSAOBCForce, n_atoms: int):
@@ -140,14 +132,60 @@ _COMPILERS = {
 }
 
 
+PAIRS_PER_CHUNK = 2**18
+"""Conformations are evaluated in chunks of about this many atom pairs (chunk × n_atoms²): a
+[chunk, n_atoms, n_atoms] float32 tensor of 1 MiB stays in a core's cache through the
+dozens of elementwise passes of the pair terms (benchmarks/RESULTS.md, "Against atom count")."""
+
+
+def chunk_size(n_atoms: int) -> int:
+    """Conformations per chunk for a system of ``n_atoms``: ``PAIRS_PER_CHUNK / n_atoms²``, at least 1."""
+    return max(1, PAIRS_PER_CHUNK // n_atoms**2)
+
+
+class _ChunkedEnergy(torch.autograd.Function):
+    """Energies [batch] whose gradient is taken chunk by chunk right after each chunk's
+    energy, while its temporaries are still in cache; only the gradient [batch, N, 3] is kept
+    for the backward pass.
+
+    A second derivative (``create_graph=True``, e.g. the differentiable MCMC moves of
+    stochastic normalising flows) recomputes the energy of the whole batch with the graph kept.
+    """
+
+    @staticmethod
+    def forward(ctx, xyz: torch.Tensor, forcefield: "TorchForceField") -> torch.Tensor:
+        energies, gradients = [], []
+        for part in xyz.detach().split(forcefield.chunk):
+            with torch.enable_grad():
+                part = part.requires_grad_()
+                energy = forcefield.chunk_energy(part)
+                (gradient,) = torch.autograd.grad(energy.sum(), part)
+            energies.append(energy.detach())
+            gradients.append(gradient)
+        ctx.save_for_backward(xyz, torch.cat(gradients))
+        ctx.forcefield = forcefield
+        return torch.cat(energies)
+
+    @staticmethod
+    def backward(ctx, grad_energy: torch.Tensor):
+        xyz, gradient = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            with torch.enable_grad():
+                energy = ctx.forcefield.energy(xyz)
+                (gradient,) = torch.autograd.grad(energy.sum(), xyz, create_graph=True)
+        return grad_energy[:, None, None] * gradient, None
+
+
 class TorchForceField(nn.Module):
     """Potential energy in kJ/mol of positions ``xyz`` [batch, n_atoms, 3] (nm) → [batch].
 
-    Built by ``TorchForceField(openmm_system)``; differentiable, batched, any device and
-    float dtype (``.to(device, dtype)``; parameters start in float64).
+    Built by ``TorchForceField(openmm_system)``; differentiable (twice), batched, any device
+    and float dtype (``.to(device, dtype)``; parameters start in float64). Batches are
+    evaluated in chunks of ``chunk`` conformations (default ``chunk_size(n_atoms)``);
+    ``compile=True`` fuses the chunk's energy with ``torch.compile``.
     """
 
-    def __init__(self, system: openmm.System):
+    def __init__(self, system: openmm.System, chunk: Optional[int] = None, compile: bool = False):
         super().__init__()
         if system.usesPeriodicBoundaryConditions():
             raise NotImplementedError("periodic systems are not supported by the torch backend")
@@ -163,13 +201,28 @@ class TorchForceField(nn.Module):
                     f"{type(force).__name__} is not supported by the torch backend "
                     f"(supported: {', '.join(c.__name__ for c in _COMPILERS)}); use the OpenMM backend")
             terms.append(compiler(force, system.getNumParticles()))
-        self.terms = nn.ModuleList(terms)
+        self.bonded = nn.ModuleList([t for t in terms if not isinstance(t, PairTerm)])
+        self.pairs = nn.ModuleList([t for t in terms if isinstance(t, PairTerm)])
         self.n_atoms = system.getNumParticles()
+        self.chunk = chunk_size(self.n_atoms) if chunk is None else int(chunk)
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be a positive number of conformations, got {chunk}")
+        self.chunk_energy = torch.compile(self.energy) if compile else self.energy
+
+    def energy(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Energies [batch] (kJ/mol) of one chunk, by plain autograd operations."""
+        energy = xyz.new_zeros(xyz.shape[0])
+        for term in self.bonded:
+            energy = energy + term(xyz)
+        if len(self.pairs):
+            r2 = pair_squared_distances(xyz)
+            for term in self.pairs:
+                energy = energy + term(r2)
+        return energy
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         if xyz.dim() != 3 or xyz.shape[1:] != (self.n_atoms, 3):
             raise ValueError(f"positions must have shape [batch, {self.n_atoms}, 3] (nm), got {list(xyz.shape)}")
-        energy = xyz.new_zeros(xyz.shape[0])
-        for term in self.terms:
-            energy = energy + term(xyz)
-        return energy
+        if torch.is_grad_enabled() and xyz.requires_grad:
+            return _ChunkedEnergy.apply(xyz, self)
+        return torch.cat([self.chunk_energy(part) for part in xyz.split(self.chunk)])
