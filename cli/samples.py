@@ -79,6 +79,7 @@ def sample(
     import torch
 
     from boltzflow.analysis import kish_ess
+    from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable, read_samples, read_toml
     from boltzflow.runs import write_samples
     from boltzflow.threads import use_threads
@@ -98,7 +99,8 @@ def sample(
     check_writable(out, "samples file")
     loaded = load_run(run, device)
     description = "sampling" if correction is None else f"AIS warm-up ({ais_warmup} batches), then sampling"
-    with progress_bar(description, console, total=n) as bar, _sigterm_exits():
+    then = "nothing was written; free space or make it writable, then run the same command"
+    with progress_bar(description, console, total=n) as bar, _sigterm_exits(), storage_errors(out, then):
         task = bar.add_task("sampling", total=n)
         write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
                       progress=lambda done, total: bar.update(task, completed=done), correction=correction)
@@ -139,13 +141,15 @@ def export(
       boltzflow export runs/ala/samples.h5 --format dcd
       boltzflow export runs/ala/samples.h5 --resampled --out boltzmann.xtc
     """
+    from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable
     from boltzflow.runs import export_samples
     from boltzflow.runs.export import WITHOUT_TOPOLOGY, topology_file
 
     if out is not None:
         check_writable(out, "trajectory file")
-    path = export_samples(samples, out, format, resampled)
+    with storage_errors(out or samples.parent, "free space or make it writable, then run the same command"):
+        path = export_samples(samples, out, format, resampled)
     console.print(f"wrote {path}")
     if path.suffix.lstrip(".") in WITHOUT_TOPOLOGY:
         console.print(f"its topology: {topology_file(path)} (e.g. mdtraj.load('{path}', top='{topology_file(path)}'))",

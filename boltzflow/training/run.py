@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
-from ..errors import BoltzflowError
+from ..errors import EX_TEMPFAIL, BoltzflowError
 from ..flows import Flow, ProductBase, spline_flow
 from ..io import atomic_path, model_file, read_toml, write_toml
 from ..io.checkpoints import LAST_CHECKPOINT, read_tensors
@@ -49,7 +49,7 @@ from .targets import BoltzmannTarget
 from .trainer import Schedule, Trainer, load_objective_state, objective_state, parse_duration
 
 SWEEP_FILE = "sweep.json"  # put into a run directory by boltzflow sweep before the run starts
-EARLY_STOP_EXIT_CODE = 75  # EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
+EARLY_STOP_EXIT_CODE = EX_TEMPFAIL  # stopped with a checkpoint; run again with --resume
 
 
 def device_of(name: str) -> torch.device:

@@ -1,0 +1,108 @@
+"""Ways a command can end badly (a full or read-only disk, broken files, planted links, values
+that cannot work): one ``error:`` line, no traceback, and the exit code that says what to do
+(2: fix the input; 75: run the same command again once the disk is fixed)."""
+
+import errno
+import json
+import shutil
+import sys
+
+import pytest
+
+from boltzflow.cli.app import main
+from boltzflow.training.run import EARLY_STOP_EXIT_CODE as EX_TEMPFAIL
+from tests.io.runs import one_thread, tiny_run  # noqa: F401
+
+TINY = ["--batch-size", "16", "--set", "model.layers=2", "--set", "model.hidden=[16]", "--set", "final_samples=64",
+        "--set", "eval_batch_size=32", "--set", "log_every=1", "--set", "checkpoint_every=1", "--threads", "1"]
+MD = ["md", "alanine-dipeptide-vacuum", "--ns", "0.0004", "--report-interval", "100", "--threads", "1"]
+
+
+def boltzflow(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run the ``boltzflow`` entry point in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["boltzflow", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+def one_error_line(err: str, *texts: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for text in texts:
+        assert text in lines[0], (text, lines[0])
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture(scope="module")
+def samples_file(tmp_path_factory):
+    """A copy of the tiny run with 32 samples in samples.h5."""
+    run = tmp_path_factory.mktemp("failures") / "run"
+    shutil.copytree(tiny_run(tmp_path_factory), run)
+    from boltzflow.runs import write_samples
+    from boltzflow.training.run import load_run
+
+    return write_samples(load_run(run), run / "samples.h5", 32, run_dir=run)
+
+
+def test_a_full_disk_during_training_exits_75_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+    import boltzflow.training.trainer as trainer
+
+    saved = []
+    save = trainer.save_checkpoint
+
+    def fills_up(path, state):
+        if len(saved) == 2:
+            disk_full()
+        saved.append(state["step"])
+        return save(path, state)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", fills_up)
+    out = tmp_path / "run"
+    code, _, err = boltzflow(monkeypatch, capsys, "train", "alanine-dipeptide", "--steps", "4", "--out", out, *TINY)
+    assert code == EX_TEMPFAIL
+    one_error_line(err, "No space left on device", "--resume")
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    code, _, err = boltzflow(monkeypatch, capsys, "train", "alanine-dipeptide", "--out", out, "--resume")
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_full_disk_during_md_exits_75_and_md_runs_again(tmp_path, monkeypatch, capsys):
+    import boltzflow.reference.md as md
+
+    append = md.append_frames
+    monkeypatch.setattr(md, "append_frames", disk_full)
+    out = tmp_path / "md.h5"
+    code, _, err = boltzflow(monkeypatch, capsys, *MD, "--out", out)
+    assert code == EX_TEMPFAIL
+    one_error_line(err, "No space left on device", str(out))
+    monkeypatch.setattr(md, "append_frames", append)
+    code, out_text, err = boltzflow(monkeypatch, capsys, *MD, "--out", out)
+    assert code == 0 and "wrote 4 frames" in out_text, err
+
+
+@pytest.mark.parametrize("command", ["sample", "export"])
+def test_a_full_disk_while_writing_samples_or_a_trajectory_exits_75(samples_file, tmp_path, monkeypatch, capsys,
+                                                                    command):
+    import h5py
+
+    import boltzflow.runs.export as export
+
+    if command == "sample":
+        monkeypatch.setattr(h5py.Dataset, "__setitem__", disk_full)
+        args = ["sample", samples_file.parent, "-n", "8", "--out", tmp_path / "s.h5"]
+    else:
+        monkeypatch.setattr(export, "_save", disk_full)
+        args = ["export", samples_file, "--out", tmp_path / "s.pdb"]
+    code, _, err = boltzflow(monkeypatch, capsys, *args)
+    assert code == EX_TEMPFAIL
+    one_error_line(err, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
