@@ -342,5 +342,8 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     except (RuntimeError, TypeError, AttributeError):  # other architecture, or not a state dict at all
         raise BoltzflowError(f"{path} does not hold a model of the architecture in {run_dir / 'config.toml'} "
                              "(changed settings, or a file from another run)") from None
+    if not all(torch.isfinite(value).all() for value in run.model.state_dict().values() if value.is_floating_point()):
+        raise BoltzflowError(f"{path} holds a model whose parameters are not all finite (NaN or inf): it cannot be "
+                             "sampled; train the run again (e.g. with a lower --lr)")
     run.model.eval()
     return run

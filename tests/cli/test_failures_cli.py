@@ -106,3 +106,18 @@ def test_a_full_disk_while_writing_samples_or_a_trajectory_exits_75(samples_file
     assert code == EX_TEMPFAIL
     one_error_line(err, "No space left on device")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ais", [[], ["--ais", "2", "--ais-warmup", "1", "--ais-warmup-size", "4"]])
+def test_a_model_with_non_finite_parameters_is_not_sampled(tmp_path, tmp_path_factory, monkeypatch, capsys, ais):
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(tmp_path_factory), run)
+    state = torch.load(run / "model.pt", weights_only=True)
+    torch.save({key: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+                for key, value in state.items()}, run / "model.pt")
+    code, out, err = boltzflow(monkeypatch, capsys, "sample", run, "-n", "8", *ais)
+    assert code == 2 and "sampling" not in out
+    one_error_line(err, "model.pt holds a model whose parameters are not all finite")
+    assert not (run / "samples.h5").exists()
