@@ -12,6 +12,7 @@ reads the result. The folder is written whole or not at all.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -198,8 +199,8 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
         raise BoltzflowError("give exactly one of a sequence (one-letter codes, e.g. AAA) or a structure (a PDB file)")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise BoltzflowError(f"{folder} already exists and is not an empty folder; choose a new one")
-    if not temperature > 0:
-        raise BoltzflowError(f"temperature must be positive (K), got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise BoltzflowError(f"temperature must be a positive, finite number of K, got {temperature}")
     if sequence is not None:
         parse_sequence(sequence)
     check_writable(folder, "system folder", directory=True)

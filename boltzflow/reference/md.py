@@ -11,6 +11,7 @@ frame is lost or repeated. When all frames are there, the partial file is rename
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,8 @@ def run_md(system, ns: float, out: Union[str, Path] = "md.h5", platform: str = "
         properties: OpenMM platform properties, e.g. ``{"Threads": "1"}``.
         progress: called as ``progress(frames_done, frames_total)`` after each frame.
     """
-    if not ns > 0:
-        raise BoltzflowError(f"the simulated time must be positive (ns), got {ns}")
+    if not 0 < ns < math.inf:
+        raise BoltzflowError(f"the simulated time must be a positive, finite number of ns, got {ns}")
     if report_interval < 1 or checkpoint_interval < 1:
         raise BoltzflowError(f"report_interval and checkpoint_interval must be >= 1, got "
                              f"{report_interval} and {checkpoint_interval}")

@@ -121,3 +121,16 @@ def test_a_model_with_non_finite_parameters_is_not_sampled(tmp_path, tmp_path_fa
     assert code == 2 and "sampling" not in out
     one_error_line(err, "model.pt holds a model whose parameters are not all finite")
     assert not (run / "samples.h5").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "{tmp}/no-run", "-n", "8", "--ais", "1000000000"], "--ais must be at most 10,000 levels"),
+    (["systems", "new", "{tmp}/new", "--sequence", "A", "--temperature", "inf"], "temperature must be a positive, finite"),
+    (["md", "alanine-dipeptide-vacuum", "--ns", "inf", "--out", "{tmp}/md.h5"], "positive, finite number of ns"),
+    (["train", "alanine-dipeptide", "--time-limit", "0s", "--out", "{tmp}/run"], "'time_limit' = '0s'"),
+])
+def test_values_that_cannot_work_are_refused_before_any_work(tmp_path, monkeypatch, capsys, args, message):
+    code, out, err = boltzflow(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
+    assert code == 2 and out.strip() == ""
+    one_error_line(err, message)
+    assert list(tmp_path.iterdir()) == []
