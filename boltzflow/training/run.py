@@ -248,9 +248,9 @@ def check_run_dir(out: Union[str, Path], resume: bool) -> None:
         raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
 
-def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
-    """Check ``out`` (every process) and write config.toml (rank 0); returns whether to resume
-    from a checkpoint."""
+def _check_resume(out: Path, config: dict, resume: bool) -> bool:
+    """Check ``out`` and that ``config`` may continue its run; returns whether to resume from a
+    checkpoint. Writes nothing: config.toml is written once the checkpoint has been restored."""
     check_run_dir(out, resume)
     checkpoint = out / LAST_CHECKPOINT
     resuming = resume and checkpoint.is_file()
@@ -261,10 +261,6 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
             if set(changed) - set(RESUMABLE_CHANGES):
                 raise BoltzflowError(f"cannot resume {out}: its config.toml differs in {', '.join(changed)}; "
                                      f"only {', '.join(RESUMABLE_CHANGES)} may change on --resume")
-    distributed.barrier()  # every process has read out/ before rank 0 writes
-    if distributed.rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_toml(out / "config.toml", config)
     return resuming
 
 
@@ -291,7 +287,7 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
         if distributed.rank() == 0:  # one writer per run directory, until this returns
             held.enter_context(directory_lock(out))
         config = settings.as_config()  # what config.toml and the checkpoints hold
-        resuming = _prepare_run_dir(out, config, resume)
+        resuming = _check_resume(out, config, resume)
         schedule = Schedule(steps=settings.steps, lr=settings.lr, lr_min=settings.lr_min, warmup=settings.warmup,
                             clip_grad_norm=settings.clip_grad_norm, checkpoint_every=settings.checkpoint_every,
                             log_every=settings.log_every,
@@ -307,6 +303,11 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
                                 for _ in range(settings.shards - 1)]
         objectives = [_Objective(run, batch, samples, model, data) for model in models]
         trainer = Trainer(run.model, objectives, schedule, out, config, evaluate, seed=settings.seed)
+        if resuming:  # a checkpoint that does not fit fails here, before config.toml is rewritten
+            trainer.restore()
+        distributed.barrier()  # every process has read out/ before rank 0 writes
+        if distributed.rank() == 0:
+            write_toml(out / "config.toml", config)
         result = trainer.run(resume=resuming, on_step=on_step)
         _check_trained(run.model, result)
         evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)

@@ -134,3 +134,19 @@ def test_values_that_cannot_work_are_refused_before_any_work(tmp_path, monkeypat
     assert code == 2 and out.strip() == ""
     one_error_line(err, message)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_from_a_checkpoint_of_another_architecture_changes_nothing(tmp_path, monkeypatch, capsys):
+    """A last.pt copied from another run: one error line; config.toml is not rewritten with the
+    new --steps before the checkpoint is found not to fit."""
+    for name, hidden in (("run", "[16]"), ("other", "[8]")):
+        code, _, err = boltzflow(monkeypatch, capsys, "train", "alanine-dipeptide", "--steps", "1", "--out",
+                                 tmp_path / name, *TINY, "--set", f"model.hidden={hidden}")
+        assert code == 0, err
+    shutil.copy(tmp_path / "other" / "checkpoints" / "last.pt", tmp_path / "run" / "checkpoints" / "last.pt")
+    config = (tmp_path / "run" / "config.toml").read_bytes()
+    code, _, err = boltzflow(monkeypatch, capsys, "train", "alanine-dipeptide", "--out", tmp_path / "run", "--resume",
+                             "--steps", "3")
+    assert code == 2
+    one_error_line(err, "last.pt: it does not hold a model of this run's architecture")
+    assert (tmp_path / "run" / "config.toml").read_bytes() == config
