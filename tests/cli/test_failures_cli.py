@@ -150,3 +150,60 @@ def test_resuming_from_a_checkpoint_of_another_architecture_changes_nothing(tmp_
     assert code == 2
     one_error_line(err, "last.pt: it does not hold a model of this run's architecture")
     assert (tmp_path / "run" / "config.toml").read_bytes() == config
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("damage", ["truncated partial", "broken checkpoint", "checkpoint with a broken state"])
+def test_md_from_a_damaged_partial_or_checkpoint_is_one_error_line(tmp_path, monkeypatch, capsys, damage):
+    from boltzflow.reference import run_md
+    from boltzflow.reference.md import md_paths
+    from boltzflow.systems import load_system
+
+    def stop(done, total):
+        if done == 3:
+            raise Interrupt
+
+    out = tmp_path / "md.h5"
+    with pytest.raises(Interrupt):  # the settings of MD below, with a checkpoint after frame 2
+        run_md(load_system("alanine-dipeptide-vacuum"), 0.0004, out, report_interval=100, checkpoint_interval=2,
+               properties={"Threads": "1"}, progress=stop)
+    _, partial, checkpoint = md_paths(out)
+    if damage == "truncated partial":
+        partial.write_bytes(partial.read_bytes()[:2000])
+        broken = partial
+    elif damage == "broken checkpoint":
+        checkpoint.write_text(checkpoint.read_text()[:100])
+        broken = checkpoint
+    else:
+        checkpoint.write_text(json.dumps({**json.loads(checkpoint.read_text()), "state": "<State"}))
+        broken = checkpoint
+    code, _, err = boltzflow(monkeypatch, capsys, *MD, "--out", out)
+    assert code == 2
+    one_error_line(err, f"cannot resume from {broken}: it is damaged", f"remove {partial} and {checkpoint}")
+
+
+def test_the_run_lock_does_not_follow_a_planted_link(tmp_path):
+    from boltzflow.errors import BoltzflowError
+    from boltzflow.io.lock import directory_lock
+
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").symlink_to(victim)
+    with pytest.raises(BoltzflowError, match="run/.lock is a symbolic link"):
+        with directory_lock(tmp_path / "run"):
+            pass
+    assert victim.read_text() == "mine\n"
+
+
+def test_md_does_not_write_through_a_planted_partial_link(tmp_path, monkeypatch, capsys):
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    (tmp_path / "md.h5.partial").symlink_to(victim)
+    code, _, err = boltzflow(monkeypatch, capsys, *MD, "--out", tmp_path / "md.h5")
+    assert code == 2
+    one_error_line(err, "md.h5.partial is a symbolic link")
+    assert victim.read_text() == "mine\n"
