@@ -168,7 +168,10 @@ def _percent(fraction: float) -> str:
 
 def report_table(report) -> Table:
     """The free-energy report as a table; when PSIS k̂ says the weights are unreliable, every
-    number derived from them says so where it is printed."""
+    number derived from them says so where it is printed. Each population shows the samples in
+    its state and their effective number; an interval resting on too few is shown as withheld."""
+    from boltzflow.analysis import MIN_STATE_ESS
+
     table = Table(title=f"{report.system} at {report.temperature:g} K · free energies in kT "
                         f"(1 kT = {report.kT:.3f} kJ/mol)", show_header=False)
     table.add_row("samples", report.source)
@@ -180,10 +183,20 @@ def report_table(report) -> Table:
                             f"(threshold {report.psis.threshold:.3f} for this N)")
     caveat = "  [red](k̂: unreliable)[/red]" if report.psis.verdict == "unreliable" else ""
     table.add_row(f"log Z ({report.log_z.level:.0%} CI)", _estimate(report.log_z) + caveat)
+    withheld = "[red]interval withheld[/red]"
     for name, e in report.populations.items():
-        table.add_row(f"population {name}", f"{_percent(e.value)}  [{_percent(e.low)}, {_percent(e.high)}]{caveat}")
+        state = report.states[name]
+        interval = f"[{_percent(e.low)}, {_percent(e.high)}]" if state.enough else withheld
+        table.add_row(f"population {name}", f"{_percent(e.value)}  {interval}  (N {state.n:,}, effective "
+                                            f"{state.n_effective:,.1f}){caveat}")
     for key, e in report.delta_f.items():
-        table.add_row(f"ΔF {key.replace('->', '→')}", f"{_estimate(e)}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
+        enough = all(report.states[name].enough for name in key.split(" -> "))
+        shown = _estimate(e) if enough else f"{e.value:.3f}  {withheld}"
+        table.add_row(f"ΔF {key.replace('->', '→')}", f"{shown}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
+    if not all(state.enough for state in report.states.values()):
+        table.add_row("withheld", f"a state with fewer than {MIN_STATE_ESS:g} effective samples: its weight rests on "
+                                  "a handful of draws, and resampling them cannot show what they miss; draw more "
+                                  "samples or correct them (boltzflow sample --ais)")
     return table
 
 

@@ -13,6 +13,11 @@ to the group's most populated state.
 
 References to compare with (a trajectory, an umbrella folder) are read by
 ``references.load_reference``; each kind makes its own ``Comparison``.
+
+Per state the report gives the samples in it and their effective number (Kish ESS of the weights
+inside the state); a population, or a ΔF to or from a state, resting on fewer than
+``MIN_STATE_ESS`` effective samples keeps its value but not its interval: the interval becomes
+the whole range ([0, 1], or all of ΔF: null in JSON), the error infinite, and the method says so.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..analysis.estimate import Estimate, sample_log_weights
-from ..analysis.free_energy import pmf, population, ramachandran, state_delta_f
+from ..analysis.free_energy import pmf, population, ramachandran, state_delta_f, state_samples, withheld
 from ..analysis.psis import ParetoDiagnostic, pareto_diagnostic
 from ..analysis.weights import kish_ess, log_normalizer_interval
 from ..errors import BoltzflowError
@@ -150,6 +155,7 @@ class FreeEnergyReport:
     log_z: Estimate
     populations: dict  # state → Estimate (reweighted fraction, bootstrap interval)
     delta_f: dict
+    states: dict  # state → StateSamples: samples in it, their effective number, whether intervals are given
     comparison: Optional[Comparison] = None
 
     def as_dict(self) -> dict:
@@ -183,18 +189,25 @@ def free_energy_report(samples: WeightedSamples, reference: Optional[Reference] 
     if clean.max() == -math.inf:
         raise BoltzflowError(f"none of the {len(log_w):,} samples has non-zero weight"
                              + ("" if keep_mirror else " (mirror images excluded)") + ": nothing to estimate")
-    populations = {name: population(state.contains(samples.cvs), log_w, exclude, level=level, n_boot=n_boot,
-                                    generator=seeded(seed, log_w.device))
-                   for name, state in system.states.items()}
+    states = {name: state_samples(state.contains(samples.cvs), log_w, exclude) for name, state in system.states.items()}
+    populations = {}
+    for name, state in system.states.items():
+        estimate = population(state.contains(samples.cvs), log_w, exclude, level=level, n_boot=n_boot,
+                              generator=seeded(seed, log_w.device))
+        populations[name] = estimate if states[name].enough else withheld(estimate, 0.0, 1.0)
     pairs = state_pairs(system, {name: estimate.value for name, estimate in populations.items()})
-    delta = {f"{a} -> {b}": state_delta_f(system, samples.cvs, a, b, log_w, exclude, level=level, n_boot=n_boot,
-                                          generator=seeded(seed, log_w.device)) for a, b in pairs}
+    delta = {}
+    for a, b in pairs:
+        estimate = state_delta_f(system, samples.cvs, a, b, log_w, exclude, level=level, n_boot=n_boot,
+                                 generator=seeded(seed, log_w.device))
+        delta[f"{a} -> {b}"] = estimate if states[a].enough and states[b].enough else withheld(estimate, -math.inf,
+                                                                                                math.inf)
     log_z = log_normalizer_interval(log_w, level, exclude)
     comparison = None if reference is None else reference.compare(samples, pairs, delta, log_z, exclude, run,
                                                                   level, n_boot, seed)
     return FreeEnergyReport(system.name, samples.temperature, samples.kT, samples.source, len(log_w),
                             int(mirror.sum()), not keep_mirror, kish_ess(clean).item(), pareto_diagnostic(clean),
-                            log_z, populations, delta, comparison)
+                            log_z, populations, delta, states, comparison)
 
 
 def ramachandran_pairs(names: Sequence[str]) -> list[tuple[str, str]]:

@@ -239,3 +239,36 @@ def test_bad_references_are_user_errors(system, tmp_path):
     np.save(tmp_path / "frames.npy", np.zeros(3))
     with pytest.raises(BoltzflowError, match="cannot read"):
         load_reference(tmp_path / "frames.npy", system)
+
+
+def test_a_state_on_too_few_effective_samples_has_its_interval_withheld(system):
+    """φ > 0 kept on 4 samples with weight: its population and the ΔF to it keep their values,
+    their intervals become the whole range, and the JSON and the table say so."""
+    import io
+
+    from rich.console import Console
+
+    from boltzflow.cli.samples import report_table
+
+    samples = synthetic(system)
+    positive = samples.cvs["phi"] > 0
+    log_w = samples.log_w.masked_fill(positive, -math.inf)
+    log_w[positive.nonzero()[:4, 0]] = log_w.max()
+    samples = WeightedSamples(log_w, torch.ones(3000, dtype=torch.bool), samples.cvs, system, 300.0, system.kT, "rare")
+    report = free_energy_report(samples, n_boot=N_BOOT)
+    rare, common = report.states["phi_positive"], report.states["phi_negative"]
+    assert (rare.n, rare.enough) == (4, False) and rare.n_effective == pytest.approx(4.0)
+    assert common.enough and common.n == int((~positive).sum())
+    population = report.populations["phi_positive"]
+    assert (population.low, population.high, population.error) == (0.0, 1.0, math.inf)
+    assert "interval withheld" in population.method and population.value > 0
+    assert report.populations["phi_negative"].high < 1
+    assert (report.delta_f["phi_negative -> phi_positive"].low, report.delta_f["phi_negative -> phi_positive"].high) \
+        == (-math.inf, math.inf)
+    data = report.as_dict()
+    assert data["states"]["phi_positive"] == {"n": 4, "n_effective": pytest.approx(4.0), "enough": False}
+    assert data["populations"]["phi_positive"]["error"] is None
+    console = Console(file=io.StringIO(), width=200)
+    console.print(report_table(report))
+    text = console.file.getvalue()
+    assert "interval withheld  (N 4, effective 4.0)" in text and "fewer than 10 effective samples" in text
