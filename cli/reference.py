@@ -110,7 +110,7 @@ def umbrella(
     title = f"{loaded.name}: free energies on {','.join(cvs)} (MBAR, {grid} × {ps:g} ps"
     title += f", {repeats} repeats)" if repeats > 1 else ")"
     table = Table(title=title)
-    for column in ("ΔF", "kT", "± error (kT)", "95% CI (kT)", "kJ/mol"):
+    for column in ("ΔF", "kT", "± standard error (kT)", "95% CI (kT)", "kJ/mol"):
         table.add_column(column, justify="left" if column == "ΔF" else "right")
     if repeats > 1:
         table.add_column("per repeat (kT)", justify="right")

@@ -197,6 +197,8 @@ def report_table(report) -> Table:
         table.add_row("withheld", f"a state with fewer than {MIN_STATE_ESS:g} effective samples: its weight rests on "
                                   "a handful of draws, and resampling them cannot show what they miss; draw more "
                                   "samples or correct them (boltzflow sample --ais)")
+    table.add_row("±, [ ]", f"± the standard error (bootstrap over the samples; log Z: delta method), "
+                            f"[ ] the {report.log_z.level:.0%} interval")
     return table
 
 
@@ -217,6 +219,9 @@ def _comparison_table(comparison) -> Table:
         table.add_row("forward KL", _estimate(comparison.forward_kl))
     if comparison.note:
         table.add_row("note", comparison.note)
+    methods = sorted({e.method for e in comparison.delta_f.values()})
+    if methods:
+        table.add_row("±, [ ]", f"reference ΔF: ± its standard error, [ ] its interval ({'; '.join(methods)})")
     return table
 
 

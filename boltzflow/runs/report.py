@@ -8,8 +8,9 @@ place in n. All free energies are in kT at the samples' temperature.
 
 ΔF pairs (``state_pairs``): the system's states are split, in system.toml order, into groups
 of mutually disjoint states (alanine dipeptide: {phi_negative, phi_positive} and
-{C7eq_beta, alphaR, alphaL_C7ax}); within each group, ΔF of every state is given relative
-to the group's most populated state.
+{C7eq_beta, alphaR, alphaL_C7ax}); within each group, ΔF of every later state is given relative
+to the group's first, so that its direction is the system's, the same in every run and as in
+an umbrella reference (alanine dipeptide: ΔF phi_negative → phi_positive = F(φ > 0) − F(φ < 0)).
 
 References to compare with (a trajectory, an umbrella folder) are read by
 ``references.load_reference``; each kind makes its own ``Comparison``.
@@ -129,13 +130,11 @@ def state_groups(system) -> list:
 
 
 def state_pairs(system, populations: dict) -> list:
-    """(a, b) pairs for ΔF = F_b − F_a: a is the most populated state of each group of
-    ``state_groups``, b every other member of that group (groups without weight are left out)."""
+    """(a, b) pairs for ΔF = F_b − F_a in the system's declared order: a is the first state of each
+    group of ``state_groups``, b every later member (pairs of two states without weight are left out)."""
     pairs = []
-    for group in state_groups(system):
-        top = max(group, key=lambda name: populations[name])
-        if populations[top] > 0:
-            pairs += [(top, name) for name in group if name != top]
+    for first, *rest in state_groups(system):
+        pairs += [(first, b) for b in rest if populations[first] > 0 or populations[b] > 0]
     return pairs
 
 

@@ -57,10 +57,13 @@ def synthetic(system, n=3000, seed=0):
 def test_states_split_into_groups_of_disjoint_states(system):
     assert state_groups(system) == [["phi_negative", "phi_positive"], ["C7eq_beta", "alphaR", "alphaL_C7ax"]]
     populations = {"phi_negative": 0.9, "phi_positive": 0.1, "C7eq_beta": 0.3, "alphaR": 0.6, "alphaL_C7ax": 0.1}
-    assert state_pairs(system, populations) == [("phi_negative", "phi_positive"), ("alphaR", "C7eq_beta"),
-                                                ("alphaR", "alphaL_C7ax")]
+    declared = [("phi_negative", "phi_positive"), ("C7eq_beta", "alphaR"), ("C7eq_beta", "alphaL_C7ax")]
+    assert state_pairs(system, populations) == declared  # the system's order, not the most populated first
+    assert state_pairs(system, dict(populations, phi_negative=0.1, phi_positive=0.9)) == declared
     empty = dict(populations, alphaR=0.0, C7eq_beta=0.0, alphaL_C7ax=0.0)
     assert state_pairs(system, empty) == [("phi_negative", "phi_positive")]
+    assert state_pairs(system, dict(empty, alphaL_C7ax=0.2)) == [("phi_negative", "phi_positive"),
+                                                                  ("C7eq_beta", "alphaL_C7ax")]
     deg = math.radians
     states = {"wrapped": State("wrapped", {"psi": (deg(50), deg(-100))}),  # through ±180°
               "rest": State("rest", {"psi": (deg(-100), deg(50))}),
@@ -272,3 +275,4 @@ def test_a_state_on_too_few_effective_samples_has_its_interval_withheld(system):
     console.print(report_table(report))
     text = console.file.getvalue()
     assert "interval withheld  (N 4, effective 4.0)" in text and "fewer than 10 effective samples" in text
+    assert "± the standard error (bootstrap over the samples; log Z: delta method), [ ] the 95% interval" in text
