@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from ..errors import BoltzflowError
 from ..io import atomic_path, load_checkpoint, save_checkpoint
-from ..io.checkpoints import LAST_CHECKPOINT
+from ..io.checkpoints import LAST_CHECKPOINT, save_tensors
 from . import distributed
 
 LossFn = Callable[[int], tuple[Tensor, dict]]
@@ -399,7 +399,6 @@ class Trainer:
         self.elapsed = wall_time()
         self.save()
         if stopped == "done" and main:
-            with atomic_path(self.run_dir / "model.pt") as tmp:
-                torch.save(self.model.state_dict(), tmp)
+            save_tensors(self.run_dir / "model.pt", self.model.state_dict())
         return {"stopped": stopped, "signal": flag.get("signal"), "step": self.step,
                 "skipped": self.skipped, "wall_time": self.elapsed}

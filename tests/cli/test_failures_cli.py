@@ -51,24 +51,31 @@ def samples_file(tmp_path_factory):
 
 
 def test_a_full_disk_during_training_exits_75_and_the_run_resumes(tmp_path, monkeypatch, capsys):
-    import boltzflow.training.trainer as trainer
+    """The disk fills up while the third checkpoint is written (torch writes it through a Python
+    file, whose writes then fail with ENOSPC): one error line, exit 75, the second checkpoint
+    kept; the same command with --resume finishes the run without logging a step twice."""
+    import builtins
+    import io
 
-    saved = []
-    save = trainer.save_checkpoint
+    import boltzflow.io.checkpoints as checkpoints
 
-    def fills_up(path, state):
-        if len(saved) == 2:
-            disk_full()
-        saved.append(state["step"])
-        return save(path, state)
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(trainer, "save_checkpoint", fills_up)
+    opened = []
+
+    def filling_up(path, mode="r"):
+        opened.append(path)
+        return FullDisk(path, mode) if len(opened) > 2 else builtins.open(path, mode)
+
+    monkeypatch.setattr(checkpoints, "open", filling_up, raising=False)
     out = tmp_path / "run"
     code, _, err = boltzflow(monkeypatch, capsys, "train", "alanine-dipeptide", "--steps", "4", "--out", out, *TINY)
     assert code == EX_TEMPFAIL
     one_error_line(err, "No space left on device", "--resume")
     assert not list((out / "checkpoints").glob(".*.tmp"))
-    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    monkeypatch.delattr(checkpoints, "open")
     code, _, err = boltzflow(monkeypatch, capsys, "train", "alanine-dipeptide", "--out", out, "--resume")
     assert code == 0, err
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
