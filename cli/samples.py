@@ -43,7 +43,7 @@ def sample(
                                                       "1 on a node shared with other jobs."),
     resample: int = typer.Option(0, min=0, help="Also store K unweighted, Boltzmann-distributed conformations."),
     ais: int = typer.Option(0, "--ais", help="Correct each flow sample by annealed importance sampling through K "
-                                             "intermediate distributions (0: off)."),
+                                             "intermediate distributions (0: off; at most 10,000)."),
     ais_kernel: str = typer.Option("hmc", "--ais-kernel", help="MCMC kernel of the AIS levels: hmc or mala."),
     ais_leapfrog: int = typer.Option(4, "--ais-leapfrog", help="HMC leapfrog steps per move."),
     ais_steps: int = typer.Option(1, "--ais-steps", help="MCMC moves per AIS level."),

@@ -199,8 +199,8 @@ def free_energy_report(samples: WeightedSamples, reference: Optional[Reference] 
     for a, b in pairs:
         estimate = state_delta_f(system, samples.cvs, a, b, log_w, exclude, level=level, n_boot=n_boot,
                                  generator=seeded(seed, log_w.device))
-        delta[f"{a} -> {b}"] = estimate if states[a].enough and states[b].enough else withheld(estimate, -math.inf,
-                                                                                                math.inf)
+        enough = states[a].enough and states[b].enough
+        delta[f"{a} -> {b}"] = estimate if enough else withheld(estimate, -math.inf, math.inf)
     log_z = log_normalizer_interval(log_w, level, exclude)
     comparison = None if reference is None else reference.compare(samples, pairs, delta, log_z, exclude, run,
                                                                   level, n_boot, seed)
