@@ -110,7 +110,7 @@ def umbrella(
     title = f"{loaded.name}: free energies on {','.join(cvs)} (MBAR, {grid} × {ps:g} ps"
     title += f", {repeats} repeats)" if repeats > 1 else ")"
     table = Table(title=title)
-    for column in ("ΔF", "kT", "± standard error (kT)", "95% CI (kT)", "kJ/mol"):
+    for column in ("ΔF", "kT", "± error (kT)", "95% CI (kT)", "kJ/mol"):
         table.add_column(column, justify="left" if column == "ΔF" else "right")
     if repeats > 1:
         table.add_column("per repeat (kT)", justify="right")
@@ -122,7 +122,7 @@ def umbrella(
         table.add_row(*row)
     if result.delta_f:
         console.print(table)
-        console.print(f"error: {summary['uncertainty']}")
+        console.print(f"± error: {summary['uncertainty']}")
         for name, ranges in summary["states"].items():
             bounds = ", ".join(f"{c} ∈ [{lo:g}°, {hi:g}°)" for c, (lo, hi) in ranges.items())
             console.print(f"state {name}: {bounds}")
