@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     result = summary(rows)
     settings = load_umbrella(args.folder)["settings"]
     print(f"{args.folder}: {len(rows)} repeats, windows of {settings['equilibration_ps']:g} + {settings['ps']:g} ps, "
-          "halves of the sampled part")
+          "halves of the sampled part; ± the standard error over the repeats")
     if args.markdown:
         print("| ΔF (kT) | first half | second half | second − first |\n|---|---|---|---|")
     for key, values in result.items():

@@ -12,6 +12,7 @@ reads the result. The folder is written whole or not at all.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -24,7 +25,7 @@ import numpy as np
 from .coordinates import find_chiral_centers
 from .energy.torch_forcefield import TorchForceField
 from .errors import BoltzflowError
-from .io.atomic import atomic_path, check_writable, default_mode
+from .io.atomic import atomic_path, check_writable, default_mode, remove_stale
 from .io.toml import dumps_toml, read_toml
 from .peptides import backbone_dihedrals, backbone_states, capped_peptide, parse_sequence
 from .systems import load_system
@@ -190,6 +191,8 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
         name: the system's name (default: the folder's name).
         made_by: the command that made it, written as a comment.
     Returns the folder. Raises ``BoltzflowError`` (one line, nothing written) for a wrong input.
+    The folder is built in a scratch folder beside it (``.NAME.PID.RANDOM.tmp``) and renamed when
+    complete; one left by a run that was killed is removed by the next run for the same folder.
     """
     import mdtraj
 
@@ -198,8 +201,8 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
         raise BoltzflowError("give exactly one of a sequence (one-letter codes, e.g. AAA) or a structure (a PDB file)")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise BoltzflowError(f"{folder} already exists and is not an empty folder; choose a new one")
-    if not temperature > 0:
-        raise BoltzflowError(f"temperature must be positive (K), got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise BoltzflowError(f"temperature must be a positive, finite number of K, got {temperature}")
     if sequence is not None:
         parse_sequence(sequence)
     check_writable(folder, "system folder", directory=True)
@@ -220,7 +223,8 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
                        dihedrals, backbone_states(dihedrals), find_chiral_centers(traj_top, positions), made_by)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    remove_stale(folder)  # scratch folders of earlier runs that were killed
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", suffix=".tmp", dir=folder.parent))
     os.chmod(scratch, default_mode(directory=True))
     try:
         for f in forcefield:

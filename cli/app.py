@@ -225,12 +225,13 @@ app.command("free-energy")(_samples.free_energy)
 
 
 def main() -> None:
-    """Console entry point: user errors become one red line and exit code 2."""
+    """Console entry point: user errors become one red line and exit code 2 (75 for a full or
+    read-only disk: the same command continues once it is fixed)."""
     try:
         app()
     except BoltzflowError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)  # one line, however narrow the terminal
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

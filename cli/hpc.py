@@ -72,6 +72,7 @@ def collect(
         err_console.print(f"[yellow]left out[/yellow] {run.path}: {run.status}")
     text = table.markdown()
     typer.echo(text, nl=False)
+    err_console.print("±: the standard error of the mean over the runs of a row (their seeds)")
     for path, content in ((csv, table.csv()), (markdown, text)):
         if path is not None:
             with atomic_path(path) as tmp:

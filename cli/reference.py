@@ -30,6 +30,7 @@ def md(
 
     [bold]Example[/bold]: boltzflow md alanine-dipeptide --ns 1 --out md.h5
     """
+    from boltzflow.errors import storage_errors
     from boltzflow.reference import run_md
     from boltzflow.systems import load_system
     from boltzflow.threads import use_threads
@@ -37,7 +38,8 @@ def md(
     use_threads(threads)
 
     loaded = load_system(system)
-    with progress_bar(f"MD of {loaded.name}", console) as bar:
+    then = "the frames up to the last checkpoint are kept; free space or make it writable, then run the same command"
+    with progress_bar(f"MD of {loaded.name}", console) as bar, storage_errors(out, then):
         task = bar.add_task("md", total=None)
         result = run_md(loaded, ns, out, platform=platform, seed=seed, report_interval=report_interval,
                         progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -120,7 +122,7 @@ def umbrella(
         table.add_row(*row)
     if result.delta_f:
         console.print(table)
-        console.print(f"error: {summary['uncertainty']}")
+        console.print(f"± error: {summary['uncertainty']}")
         for name, ranges in summary["states"].items():
             bounds = ", ".join(f"{c} ∈ [{lo:g}°, {hi:g}°)" for c, (lo, hi) in ranges.items())
             console.print(f"state {name}: {bounds}")

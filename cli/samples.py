@@ -43,7 +43,7 @@ def sample(
                                                       "1 on a node shared with other jobs."),
     resample: int = typer.Option(0, min=0, help="Also store K unweighted, Boltzmann-distributed conformations."),
     ais: int = typer.Option(0, "--ais", help="Correct each flow sample by annealed importance sampling through K "
-                                             "intermediate distributions (0: off)."),
+                                             "intermediate distributions (0: off; at most 10,000)."),
     ais_kernel: str = typer.Option("hmc", "--ais-kernel", help="MCMC kernel of the AIS levels: hmc or mala."),
     ais_leapfrog: int = typer.Option(4, "--ais-leapfrog", help="HMC leapfrog steps per move."),
     ais_steps: int = typer.Option(1, "--ais-steps", help="MCMC moves per AIS level."),
@@ -79,6 +79,7 @@ def sample(
     import torch
 
     from boltzflow.analysis import kish_ess
+    from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable, read_samples, read_toml
     from boltzflow.runs import write_samples
     from boltzflow.threads import use_threads
@@ -98,7 +99,8 @@ def sample(
     check_writable(out, "samples file")
     loaded = load_run(run, device)
     description = "sampling" if correction is None else f"AIS warm-up ({ais_warmup} batches), then sampling"
-    with progress_bar(description, console, total=n) as bar, _sigterm_exits():
+    then = "nothing was written; free space or make it writable, then run the same command"
+    with progress_bar(description, console, total=n) as bar, _sigterm_exits(), storage_errors(out, then):
         task = bar.add_task("sampling", total=n)
         write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
                       progress=lambda done, total: bar.update(task, completed=done), correction=correction)
@@ -139,13 +141,15 @@ def export(
       boltzflow export runs/ala/samples.h5 --format dcd
       boltzflow export runs/ala/samples.h5 --resampled --out boltzmann.xtc
     """
+    from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable
     from boltzflow.runs import export_samples
     from boltzflow.runs.export import WITHOUT_TOPOLOGY, topology_file
 
     if out is not None:
         check_writable(out, "trajectory file")
-    path = export_samples(samples, out, format, resampled)
+    with storage_errors(out or samples.parent, "free space or make it writable, then run the same command"):
+        path = export_samples(samples, out, format, resampled)
     console.print(f"wrote {path}")
     if path.suffix.lstrip(".") in WITHOUT_TOPOLOGY:
         console.print(f"its topology: {topology_file(path)} (e.g. mdtraj.load('{path}', top='{topology_file(path)}'))",
@@ -164,7 +168,10 @@ def _percent(fraction: float) -> str:
 
 def report_table(report) -> Table:
     """The free-energy report as a table; when PSIS k̂ says the weights are unreliable, every
-    number derived from them says so where it is printed."""
+    number derived from them says so where it is printed. Each population shows the samples in
+    its state and their effective number; an interval resting on too few is shown as withheld."""
+    from boltzflow.analysis import MIN_STATE_ESS
+
     table = Table(title=f"{report.system} at {report.temperature:g} K · free energies in kT "
                         f"(1 kT = {report.kT:.3f} kJ/mol)", show_header=False)
     table.add_row("samples", report.source)
@@ -176,10 +183,22 @@ def report_table(report) -> Table:
                             f"(threshold {report.psis.threshold:.3f} for this N)")
     caveat = "  [red](k̂: unreliable)[/red]" if report.psis.verdict == "unreliable" else ""
     table.add_row(f"log Z ({report.log_z.level:.0%} CI)", _estimate(report.log_z) + caveat)
+    withheld = "[red]interval withheld[/red]"
     for name, e in report.populations.items():
-        table.add_row(f"population {name}", f"{_percent(e.value)}  [{_percent(e.low)}, {_percent(e.high)}]{caveat}")
+        state = report.states[name]
+        interval = f"[{_percent(e.low)}, {_percent(e.high)}]" if state.enough else withheld
+        table.add_row(f"population {name}", f"{_percent(e.value)}  {interval}  (N {state.n:,}, effective "
+                                            f"{state.n_effective:,.1f}){caveat}")
     for key, e in report.delta_f.items():
-        table.add_row(f"ΔF {key.replace('->', '→')}", f"{_estimate(e)}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
+        enough = all(report.states[name].enough for name in key.split(" -> "))
+        shown = _estimate(e) if enough else f"{e.value:.3f}  {withheld}"
+        table.add_row(f"ΔF {key.replace('->', '→')}", f"{shown}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
+    if not all(state.enough for state in report.states.values()):
+        table.add_row("withheld", f"a state with fewer than {MIN_STATE_ESS:g} effective samples: its weight rests on "
+                                  "a handful of draws, and resampling them cannot show what they miss; draw more "
+                                  "samples or correct them (boltzflow sample --ais)")
+    table.add_row("±, [ ]", f"± the standard error (bootstrap over the samples; log Z: delta method), "
+                            f"[ ] the {report.log_z.level:.0%} interval")
     return table
 
 
@@ -200,6 +219,9 @@ def _comparison_table(comparison) -> Table:
         table.add_row("forward KL", _estimate(comparison.forward_kl))
     if comparison.note:
         table.add_row("note", comparison.note)
+    methods = sorted({e.method for e in comparison.delta_f.values()})
+    if methods:
+        table.add_row("±, [ ]", f"reference ΔF: ± its standard error, [ ] its interval ({'; '.join(methods)})")
     return table
 
 

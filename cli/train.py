@@ -90,6 +90,7 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
            seed: Optional[int], threads: Optional[int], resume: bool, time_limit: Optional[str],
            assignments: list[str], stopped: dict) -> None:
     """The body of ``boltzflow train``; ``stopped['hint']`` is set to the resume command."""
+    from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable
     from boltzflow.systems import system_file
     from boltzflow.threads import use_threads
@@ -146,7 +147,8 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
                               f"wall {record.get('wall_time', 0) / 60:.1f} min", soft_wrap=True)
 
         printer.print(f"training {settings.objective} on {settings.system} → {out}")
-        summary = train_run(resolved, out, resume=resume, on_step=on_step, final=final)
+        with storage_errors(out, f"the last checkpoint is kept; free space or make it writable, then {resume_hint}"):
+            summary = train_run(resolved, out, resume=resume, on_step=on_step, final=final)
     printer.print(_summary_table(summary, out))
     if summary["stopped"] != "done":
         printer.print(f"stopped early ({summary['stopped']}); {resume_hint}", soft_wrap=True)

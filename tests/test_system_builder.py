@@ -212,3 +212,18 @@ def test_the_folder_and_its_files_have_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}
+
+
+def test_a_scratch_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path):
+    """`systems new` killed after minimising leaves its hidden scratch folder; the next run for
+    the same folder removes it (its process is gone) and leaves a live run's alone."""
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale, live = tmp_path / f".a.{gone.pid}.x1y2.tmp", tmp_path / f".a.{os.getpid()}.z3w4.tmp"
+    for scratch in (stale, live):
+        scratch.mkdir()
+        (scratch / "structure.pdb").write_text("REMARK\n")
+    new_system(tmp_path / "a", sequence="A")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a", live.name])

@@ -41,7 +41,7 @@ class Estimate:
 
     def __str__(self) -> str:
         interval = f"{self.level:.0%} CI [{self.low:.3f}, {self.high:.3f}]"
-        return f"{self.value:.3f} ± {self.error:.3f} ({interval}, {self.method})"
+        return f"{self.value:.3f} ± {self.error:.3f} (± standard error; {interval}, {self.method})"
 
 
 def as_tensor(x: ArrayLike, name: str = "input") -> Tensor:

@@ -11,6 +11,8 @@ independent samples: thin correlated MD frames first.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -111,6 +113,50 @@ def population(inside: ArrayLike, log_w: Optional[ArrayLike] = None, exclude: Op
     low, high = percentile_interval(replicates, level)
     return Estimate((w_in.sum() / w.sum()).item(), bootstrap_error(replicates).item(), low.item(), high.item(),
                     level, "bootstrap", n, n_excluded)
+
+
+MIN_STATE_ESS = 10.0
+"""The fewest effective samples (Kish ESS of the weights inside a state) on which a state's
+population, or a ΔF to or from it, gets a bootstrap interval. The bootstrap resamples the
+samples it has; a basin the flow under-samples holds a few draws with large weights, and
+resampling those few cannot show the weight they miss. On a two-basin toy with finite-variance
+weights (a rare basin of population 0.1, 1,000 to 16,000 draws, 600 repeats) the 95% bootstrap
+interval of its population held the truth 73% of the time when the basin rested on fewer than 5
+effective samples, 94% at 5 to 10, and 91–99% above 10; with n_eff effective samples the
+relative error of a basin's weight is at least about 1/√n_eff, 30% (0.3 kT) at 10. Heavy-tailed
+weights (PSIS k̂ > 0.7) make any interval unreliable, whatever n_eff: that is k̂'s verdict."""
+
+
+@dataclass(frozen=True)
+class StateSamples:
+    """What a state's estimates rest on: ``n`` samples in the state with non-zero weight and
+    their Kish effective number ``n_effective`` = (Σw)² / Σw² (weights restricted to the state);
+    ``enough`` when ``n_effective`` ≥ ``MIN_STATE_ESS``."""
+
+    n: int
+    n_effective: float
+    enough: bool
+
+
+def state_samples(inside: ArrayLike, log_w: Optional[ArrayLike] = None,
+                  exclude: Optional[ArrayLike] = None) -> StateSamples:
+    """The samples ``inside`` [n] bool a state and their effective number (``StateSamples``)."""
+    inside = _flat(inside, "inside")
+    inside = _mask(inside, len(inside), inside.device, "inside")
+    log_w, _ = sample_log_weights(inside, log_w, exclude)
+    log_w = log_w[inside & torch.isfinite(log_w)]
+    if len(log_w) == 0:
+        return StateSamples(0, 0.0, False)
+    n_effective = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)).item()
+    return StateSamples(len(log_w), n_effective, n_effective >= MIN_STATE_ESS)
+
+
+def withheld(estimate: Estimate, low: float, high: float) -> Estimate:
+    """``estimate`` with the interval it cannot support: [``low``, ``high``], the whole range of the
+    quantity, and an infinite error (for estimates resting on too few effective samples)."""
+    return dataclasses.replace(estimate, error=math.inf, low=low, high=high,
+                               method=f"{estimate.method}; interval withheld: fewer than {MIN_STATE_ESS:g} effective "
+                                      "samples in a state")
 
 
 def state_delta_f(system, cvs: dict, a: str, b: str, log_w: Optional[ArrayLike] = None,

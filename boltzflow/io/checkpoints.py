@@ -36,12 +36,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_tensors(path: Union[str, Path], data: Any) -> Path:
+    """``torch.save(data)`` to ``path`` atomically, through a Python file: a full or read-only disk
+    is then an ``OSError`` with its errno (torch writing to a path raises a bare RuntimeError)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(data, f)
+    return path
+
+
 def save_checkpoint(path: Union[str, Path], state: dict[str, Any]) -> Path:
     """Write ``state`` plus the RNG state to ``path`` atomically; returns ``path``."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({**state, "rng": rng_state()}, tmp)
-    return path
+    return save_tensors(path, {**state, "rng": rng_state()})
 
 
 def read_tensors(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Any:

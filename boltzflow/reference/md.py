@@ -11,6 +11,7 @@ frame is lost or repeated. When all frames are there, the partial file is rename
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,8 @@ def run_md(system, ns: float, out: Union[str, Path] = "md.h5", platform: str = "
         properties: OpenMM platform properties, e.g. ``{"Threads": "1"}``.
         progress: called as ``progress(frames_done, frames_total)`` after each frame.
     """
-    if not ns > 0:
-        raise BoltzflowError(f"the simulated time must be positive (ns), got {ns}")
+    if not 0 < ns < math.inf:
+        raise BoltzflowError(f"the simulated time must be a positive, finite number of ns, got {ns}")
     if report_interval < 1 or checkpoint_interval < 1:
         raise BoltzflowError(f"report_interval and checkpoint_interval must be >= 1, got "
                              f"{report_interval} and {checkpoint_interval}")
@@ -68,6 +69,9 @@ def run_md(system, ns: float, out: Union[str, Path] = "md.h5", platform: str = "
     out, partial, checkpoint = md_paths(out)
     if out.exists():
         raise BoltzflowError(f"{out} already exists; remove it or choose another output file")
+    if partial.is_symlink():  # h5py would write through it into the file it points to
+        raise BoltzflowError(f"{partial} is a symbolic link; md writes its frames there and does not follow links: "
+                             "remove it")
     settings = {"system": system.name, "n_atoms": system.n_atoms, "temperature": system.temperature,
                 "report_interval": report_interval, "seed": seed}
     context = langevin_context(system, platform, seed, properties)
@@ -94,18 +98,36 @@ def run_md(system, ns: float, out: Union[str, Path] = "md.h5", platform: str = "
 
 
 def _resume(context, partial: Path, checkpoint: Path, settings: dict) -> int:
-    """Frames already done, with ``context`` set to the checkpoint; 0 when starting afresh."""
+    """Frames already done, with ``context`` set to the checkpoint; 0 when starting afresh.
+    A damaged checkpoint or partial trajectory is a one-line error naming both files."""
     if not (partial.exists() and checkpoint.exists()):
         return 0
-    saved = json.loads(checkpoint.read_text())
+
+    def damaged(path: Path) -> BoltzflowError:
+        return BoltzflowError(f"cannot resume from {path}: it is damaged or truncated; remove {partial} and "
+                              f"{checkpoint} to start again")
+
+    try:
+        saved = json.loads(checkpoint.read_text())
+        frames = int(saved["frames"])
+    except (ValueError, KeyError, TypeError):
+        raise damaged(checkpoint) from None
     changed = changed_settings(saved, settings)
     if changed:
         raise other_settings_error(checkpoint, saved, settings, changed,
                                    "rerun with the same settings or remove it and its .partial file")
-    frames = saved["frames"]
-    if count_frames(partial) < frames:
+    try:
+        stored = count_frames(partial)
+    except (OSError, KeyError) as error:
+        if getattr(error, "errno", None) is not None:  # a system error (no permission), not h5py's own
+            raise
+        raise damaged(partial) from None
+    if stored < frames:
         raise BoltzflowError(f"{partial} holds fewer frames than its checkpoint says ({frames}); "
                              "remove both files to start again")
     truncate_frames(partial, frames)
-    restore_state(context, saved["state"], settings["seed"], frames)
+    try:
+        restore_state(context, saved["state"], settings["seed"], frames)
+    except Exception:  # OpenMM's own exception (or a KeyError, TypeError) for a state it cannot read
+        raise damaged(checkpoint) from None
     return frames

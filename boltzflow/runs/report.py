@@ -8,11 +8,17 @@ place in n. All free energies are in kT at the samples' temperature.
 
 ΔF pairs (``state_pairs``): the system's states are split, in system.toml order, into groups
 of mutually disjoint states (alanine dipeptide: {phi_negative, phi_positive} and
-{C7eq_beta, alphaR, alphaL_C7ax}); within each group, ΔF of every state is given relative
-to the group's most populated state.
+{C7eq_beta, alphaR, alphaL_C7ax}); within each group, ΔF of every later state is given relative
+to the group's first, so that its direction is the system's, the same in every run and as in
+an umbrella reference (alanine dipeptide: ΔF phi_negative → phi_positive = F(φ > 0) − F(φ < 0)).
 
 References to compare with (a trajectory, an umbrella folder) are read by
 ``references.load_reference``; each kind makes its own ``Comparison``.
+
+Per state the report gives the samples in it and their effective number (Kish ESS of the weights
+inside the state); a population, or a ΔF to or from a state, resting on fewer than
+``MIN_STATE_ESS`` effective samples keeps its value but not its interval: the interval becomes
+the whole range ([0, 1], or all of ΔF: null in JSON), the error infinite, and the method says so.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..analysis.estimate import Estimate, sample_log_weights
-from ..analysis.free_energy import pmf, population, ramachandran, state_delta_f
+from ..analysis.free_energy import pmf, population, ramachandran, state_delta_f, state_samples, withheld
 from ..analysis.psis import ParetoDiagnostic, pareto_diagnostic
 from ..analysis.weights import kish_ess, log_normalizer_interval
 from ..errors import BoltzflowError
@@ -124,13 +130,11 @@ def state_groups(system) -> list:
 
 
 def state_pairs(system, populations: dict) -> list:
-    """(a, b) pairs for ΔF = F_b − F_a: a is the most populated state of each group of
-    ``state_groups``, b every other member of that group (groups without weight are left out)."""
+    """(a, b) pairs for ΔF = F_b − F_a in the system's declared order: a is the first state of each
+    group of ``state_groups``, b every later member (pairs of two states without weight are left out)."""
     pairs = []
-    for group in state_groups(system):
-        top = max(group, key=lambda name: populations[name])
-        if populations[top] > 0:
-            pairs += [(top, name) for name in group if name != top]
+    for first, *rest in state_groups(system):
+        pairs += [(first, b) for b in rest if populations[first] > 0 or populations[b] > 0]
     return pairs
 
 
@@ -150,6 +154,7 @@ class FreeEnergyReport:
     log_z: Estimate
     populations: dict  # state → Estimate (reweighted fraction, bootstrap interval)
     delta_f: dict
+    states: dict  # state → StateSamples: samples in it, their effective number, whether intervals are given
     comparison: Optional[Comparison] = None
 
     def as_dict(self) -> dict:
@@ -183,18 +188,25 @@ def free_energy_report(samples: WeightedSamples, reference: Optional[Reference] 
     if clean.max() == -math.inf:
         raise BoltzflowError(f"none of the {len(log_w):,} samples has non-zero weight"
                              + ("" if keep_mirror else " (mirror images excluded)") + ": nothing to estimate")
-    populations = {name: population(state.contains(samples.cvs), log_w, exclude, level=level, n_boot=n_boot,
-                                    generator=seeded(seed, log_w.device))
-                   for name, state in system.states.items()}
+    states = {name: state_samples(state.contains(samples.cvs), log_w, exclude) for name, state in system.states.items()}
+    populations = {}
+    for name, state in system.states.items():
+        estimate = population(state.contains(samples.cvs), log_w, exclude, level=level, n_boot=n_boot,
+                              generator=seeded(seed, log_w.device))
+        populations[name] = estimate if states[name].enough else withheld(estimate, 0.0, 1.0)
     pairs = state_pairs(system, {name: estimate.value for name, estimate in populations.items()})
-    delta = {f"{a} -> {b}": state_delta_f(system, samples.cvs, a, b, log_w, exclude, level=level, n_boot=n_boot,
-                                          generator=seeded(seed, log_w.device)) for a, b in pairs}
+    delta = {}
+    for a, b in pairs:
+        estimate = state_delta_f(system, samples.cvs, a, b, log_w, exclude, level=level, n_boot=n_boot,
+                                 generator=seeded(seed, log_w.device))
+        enough = states[a].enough and states[b].enough
+        delta[f"{a} -> {b}"] = estimate if enough else withheld(estimate, -math.inf, math.inf)
     log_z = log_normalizer_interval(log_w, level, exclude)
     comparison = None if reference is None else reference.compare(samples, pairs, delta, log_z, exclude, run,
                                                                   level, n_boot, seed)
     return FreeEnergyReport(system.name, samples.temperature, samples.kT, samples.source, len(log_w),
                             int(mirror.sum()), not keep_mirror, kish_ess(clean).item(), pareto_diagnostic(clean),
-                            log_z, populations, delta, comparison)
+                            log_z, populations, delta, states, comparison)
 
 
 def ramachandran_pairs(names: Sequence[str]) -> list[tuple[str, str]]:

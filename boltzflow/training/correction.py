@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 AIS_KERNELS = {name: kernel for name, kernel in KERNELS.items() if kernel.uses_grad}  # AIS moves by gradients
 PRECONDITIONERS = ("spread", "curvature")
+# More levels are refused before any work: the corrections measured use 16 (benchmarks/RESULTS.md);
+# 10,000 already cost at least 20,000 gradient evaluations per sample (hours per thousand samples of
+# alanine dipeptide), and the schedule [K + 2] and frozen step sizes [K, dim] are held in memory.
+MAX_LEVELS = 10_000
 
 
 @dataclass
@@ -82,6 +86,7 @@ class AISCorrection:
         self.kernel = str(self.kernel).lower()
         checks = [
             (int(self.levels) == self.levels and self.levels >= 0, f"--ais must be >= 0 levels, got {self.levels}"),
+            (self.levels <= MAX_LEVELS, f"--ais must be at most {MAX_LEVELS:,} levels, got {self.levels:,}"),
             (self.kernel in AIS_KERNELS, f"unknown --ais-kernel {self.kernel!r}; choose {' or '.join(AIS_KERNELS)}"),
             (int(self.leapfrog) == self.leapfrog and self.leapfrog >= 1,
              f"--ais-leapfrog must be >= 1, got {self.leapfrog}"),

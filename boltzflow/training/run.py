@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..analysis.weights import kish_ess, log_normalizer, normalized_log_weights
-from ..errors import BoltzflowError
+from ..errors import EX_TEMPFAIL, BoltzflowError
 from ..flows import Flow, ProductBase, spline_flow
 from ..io import atomic_path, model_file, read_toml, write_toml
 from ..io.checkpoints import LAST_CHECKPOINT, read_tensors
@@ -49,7 +49,7 @@ from .targets import BoltzmannTarget
 from .trainer import Schedule, Trainer, load_objective_state, objective_state, parse_duration
 
 SWEEP_FILE = "sweep.json"  # put into a run directory by boltzflow sweep before the run starts
-EARLY_STOP_EXIT_CODE = 75  # EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
+EARLY_STOP_EXIT_CODE = EX_TEMPFAIL  # stopped with a checkpoint; run again with --resume
 
 
 def device_of(name: str) -> torch.device:
@@ -248,9 +248,9 @@ def check_run_dir(out: Union[str, Path], resume: bool) -> None:
         raise BoltzflowError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
 
-def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
-    """Check ``out`` (every process) and write config.toml (rank 0); returns whether to resume
-    from a checkpoint."""
+def _check_resume(out: Path, config: dict, resume: bool) -> bool:
+    """Check ``out`` and that ``config`` may continue its run; returns whether to resume from a
+    checkpoint. Writes nothing: config.toml is written once the checkpoint has been restored."""
     check_run_dir(out, resume)
     checkpoint = out / LAST_CHECKPOINT
     resuming = resume and checkpoint.is_file()
@@ -261,10 +261,6 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> bool:
             if set(changed) - set(RESUMABLE_CHANGES):
                 raise BoltzflowError(f"cannot resume {out}: its config.toml differs in {', '.join(changed)}; "
                                      f"only {', '.join(RESUMABLE_CHANGES)} may change on --resume")
-    distributed.barrier()  # every process has read out/ before rank 0 writes
-    if distributed.rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_toml(out / "config.toml", config)
     return resuming
 
 
@@ -291,7 +287,7 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
         if distributed.rank() == 0:  # one writer per run directory, until this returns
             held.enter_context(directory_lock(out))
         config = settings.as_config()  # what config.toml and the checkpoints hold
-        resuming = _prepare_run_dir(out, config, resume)
+        resuming = _check_resume(out, config, resume)
         schedule = Schedule(steps=settings.steps, lr=settings.lr, lr_min=settings.lr_min, warmup=settings.warmup,
                             clip_grad_norm=settings.clip_grad_norm, checkpoint_every=settings.checkpoint_every,
                             log_every=settings.log_every,
@@ -307,6 +303,11 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
                                 for _ in range(settings.shards - 1)]
         objectives = [_Objective(run, batch, samples, model, data) for model in models]
         trainer = Trainer(run.model, objectives, schedule, out, config, evaluate, seed=settings.seed)
+        if resuming:  # a checkpoint that does not fit fails here, before config.toml is rewritten
+            trainer.restore()
+        distributed.barrier()  # every process has read out/ before rank 0 writes
+        if distributed.rank() == 0:
+            write_toml(out / "config.toml", config)
         result = trainer.run(resume=resuming, on_step=on_step)
         _check_trained(run.model, result)
         evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)
@@ -342,5 +343,8 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> Run:
     except (RuntimeError, TypeError, AttributeError):  # other architecture, or not a state dict at all
         raise BoltzflowError(f"{path} does not hold a model of the architecture in {run_dir / 'config.toml'} "
                              "(changed settings, or a file from another run)") from None
+    if not all(torch.isfinite(value).all() for value in run.model.state_dict().values() if value.is_floating_point()):
+        raise BoltzflowError(f"{path} holds a model whose parameters are not all finite (NaN or inf): it cannot be "
+                             "sampled; train the run again (e.g. with a lower --lr)")
     run.model.eval()
     return run

@@ -181,8 +181,8 @@ class Settings:
         """Raise ``BoltzflowError`` naming the first setting whose value is not allowed."""
         if not self.system:
             raise BoltzflowError("no system given: name one, e.g. boltzflow train alanine-dipeptide")
-        if self.time_limit:
-            parse_duration(self.time_limit)
+        if self.time_limit and not parse_duration(self.time_limit) > 0:
+            raise invalid_setting("time_limit", self.time_limit, "a positive duration, e.g. 3h50m")
         if self.objective not in OBJECTIVES:
             raise invalid_setting("objective", self.objective, " | ".join(OBJECTIVES))
         if self.kind.data == "required" and not self.data:

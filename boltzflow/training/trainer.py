@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from ..errors import BoltzflowError
 from ..io import atomic_path, load_checkpoint, save_checkpoint
-from ..io.checkpoints import LAST_CHECKPOINT
+from ..io.checkpoints import LAST_CHECKPOINT, save_tensors
 from . import distributed
 
 LossFn = Callable[[int], tuple[Tensor, dict]]
@@ -233,6 +233,7 @@ class Trainer:
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr)
         self.step = 0
+        self.restored = False  # restore() was called: run(resume=True) continues from there
         self.skipped = 0
         self.elapsed = 0.0  # wall time (s) of earlier invocations of this run
         self._streams: list[dict[str, Tensor]] = []  # RNG states of this process's shards 1, 2, …
@@ -304,8 +305,12 @@ class Trainer:
             raise BoltzflowError(f"cannot resume: {self.checkpoint_path} holds {len(state['shards'])} shard(s), "
                                  f"this run has {self.world_size} process(es) × {n} shard(s); "
                                  f"resume with processes × shards = {len(state['shards'])}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError):  # another architecture, or not a trainer's state
+            raise BoltzflowError(f"cannot resume from {self.checkpoint_path}: it does not hold a model of this run's "
+                                 "architecture (a file from another run); start a new run in another folder") from None
         self.step, self.skipped, self.elapsed = state["step"], state["skipped"], state["elapsed"]
         mine = state["shards"][self.rank * n:(self.rank + 1) * n]
         for fn, shard in zip(self.shards, mine):
@@ -316,6 +321,7 @@ class Trainer:
             kept = [line for line in self.metrics_path.read_text().splitlines() if _logged_step(line) <= self.step]
             with atomic_path(self.metrics_path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
+        self.restored = True
 
     def _train_step(self) -> tuple[float, dict]:
         """One step over all shards: (mean loss, or NaN when skipped; combined stats)."""
@@ -345,12 +351,13 @@ class Trainer:
 
     def run(self, resume: bool = False, on_step: Optional[Callable[[int, dict], None]] = None) -> dict:
         """Train until ``schedule.steps``, the time limit or a stop signal; returns a summary
-        with ``stopped`` in {"done", "time-limit", "signal"}."""
-        if resume:
-            self.restore()
-        else:
+        with ``stopped`` in {"done", "time-limit", "signal"}. ``resume``: continue from the
+        checkpoint (``restore`` it first, unless that was done already)."""
+        if not resume:
             self._start_streams()
             distributed.broadcast_parameters(self.model)
+        elif not self.restored:
+            self.restore()
         main = self.rank == 0
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +399,6 @@ class Trainer:
         self.elapsed = wall_time()
         self.save()
         if stopped == "done" and main:
-            with atomic_path(self.run_dir / "model.pt") as tmp:
-                torch.save(self.model.state_dict(), tmp)
+            save_tensors(self.run_dir / "model.pt", self.model.state_dict())
         return {"stopped": stopped, "signal": flag.get("signal"), "step": self.step,
                 "skipped": self.skipped, "wall_time": self.elapsed}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from boltzflow.analysis import delta_f, pmf, population, ramachandran, reweighted_average, state_delta_f
+from boltzflow.analysis import (MIN_STATE_ESS, delta_f, pmf, population, ramachandran, reweighted_average,
+                                state_delta_f, state_samples)
 from boltzflow.errors import BoltzflowError
 from boltzflow.systems import load_system
 
@@ -156,3 +157,35 @@ def test_bad_inputs_raise_errors_that_name_the_shape():
         delta_f(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool), exclude=torch.zeros(3))
     with pytest.raises(BoltzflowError, match="no sample"):
         pmf(torch.zeros(3), log_w=torch.full((3,), -math.inf))
+
+
+def test_a_rare_basin_is_flagged_where_its_bootstrap_interval_misses_the_truth():
+    """p = 0.9 N(−2, 0.5²) + 0.1 N(2, 0.5²): the basin x > 0 holds 0.1 (exactly, by erf); the
+    proposal puts 1% of its draws there, about 10 of 1,000. Over 40 such draws the 95% bootstrap
+    interval of the rare basin's population misses the truth in a third of those where the basin
+    rests on fewer than MIN_STATE_ESS effective samples (flagged), and about as often as a 95%
+    interval should where it does not; the main basin is never flagged."""
+    def log_normal(x, mean, sd):
+        return -0.5 * ((x - mean) / sd) ** 2 - math.log(sd * math.sqrt(2 * math.pi))
+
+    tail = 0.5 * math.erfc(2 / (0.5 * math.sqrt(2)))  # mass of each component beyond 0
+    truth = 0.1 * (1 - tail) + 0.9 * tail
+    rare = 0.01
+    missed = {True: 0, False: 0}  # by flag
+    cases = {True: 0, False: 0}
+    for seed in range(40):
+        g = gen(seed)
+        x = torch.where(torch.rand(1000, generator=g) < rare, 2.0, -2.0) + 0.5 * torch.randn(1000, generator=g)
+        x = x.double()
+        log_p = torch.logaddexp(math.log(0.9) + log_normal(x, -2, 0.5), math.log(0.1) + log_normal(x, 2, 0.5))
+        log_q = torch.logaddexp(math.log(1 - rare) + log_normal(x, -2, 0.5), math.log(rare) + log_normal(x, 2, 0.5))
+        estimate = population(x > 0, log_p - log_q, n_boot=200, generator=gen(100 + seed))
+        basin = state_samples(x > 0, log_p - log_q)
+        assert state_samples(x < 0, log_p - log_q).enough
+        assert basin.n == int((x > 0).sum()) and basin.n_effective <= basin.n * (1 + 1e-12)
+        assert basin.enough == (basin.n_effective >= MIN_STATE_ESS)
+        flagged = not basin.enough
+        cases[flagged] += 1
+        missed[flagged] += not estimate.low <= truth <= estimate.high
+    assert cases[True] >= 10 and cases[False] >= 10
+    assert missed[True] / cases[True] > 0.3 and missed[False] / cases[False] < 0.1

@@ -57,10 +57,13 @@ def synthetic(system, n=3000, seed=0):
 def test_states_split_into_groups_of_disjoint_states(system):
     assert state_groups(system) == [["phi_negative", "phi_positive"], ["C7eq_beta", "alphaR", "alphaL_C7ax"]]
     populations = {"phi_negative": 0.9, "phi_positive": 0.1, "C7eq_beta": 0.3, "alphaR": 0.6, "alphaL_C7ax": 0.1}
-    assert state_pairs(system, populations) == [("phi_negative", "phi_positive"), ("alphaR", "C7eq_beta"),
-                                                ("alphaR", "alphaL_C7ax")]
+    declared = [("phi_negative", "phi_positive"), ("C7eq_beta", "alphaR"), ("C7eq_beta", "alphaL_C7ax")]
+    assert state_pairs(system, populations) == declared  # the system's order, not the most populated first
+    assert state_pairs(system, dict(populations, phi_negative=0.1, phi_positive=0.9)) == declared
     empty = dict(populations, alphaR=0.0, C7eq_beta=0.0, alphaL_C7ax=0.0)
     assert state_pairs(system, empty) == [("phi_negative", "phi_positive")]
+    assert state_pairs(system, dict(empty, alphaL_C7ax=0.2)) == [("phi_negative", "phi_positive"),
+                                                                  ("C7eq_beta", "alphaL_C7ax")]
     deg = math.radians
     states = {"wrapped": State("wrapped", {"psi": (deg(50), deg(-100))}),  # through ±180°
               "rest": State("rest", {"psi": (deg(-100), deg(50))}),
@@ -239,3 +242,37 @@ def test_bad_references_are_user_errors(system, tmp_path):
     np.save(tmp_path / "frames.npy", np.zeros(3))
     with pytest.raises(BoltzflowError, match="cannot read"):
         load_reference(tmp_path / "frames.npy", system)
+
+
+def test_a_state_on_too_few_effective_samples_has_its_interval_withheld(system):
+    """φ > 0 kept on 4 samples with weight: its population and the ΔF to it keep their values,
+    their intervals become the whole range, and the JSON and the table say so."""
+    import io
+
+    from rich.console import Console
+
+    from boltzflow.cli.samples import report_table
+
+    samples = synthetic(system)
+    positive = samples.cvs["phi"] > 0
+    log_w = samples.log_w.masked_fill(positive, -math.inf)
+    log_w[positive.nonzero()[:4, 0]] = log_w.max()
+    samples = WeightedSamples(log_w, torch.ones(3000, dtype=torch.bool), samples.cvs, system, 300.0, system.kT, "rare")
+    report = free_energy_report(samples, n_boot=N_BOOT)
+    rare, common = report.states["phi_positive"], report.states["phi_negative"]
+    assert (rare.n, rare.enough) == (4, False) and rare.n_effective == pytest.approx(4.0)
+    assert common.enough and common.n == int((~positive).sum())
+    population = report.populations["phi_positive"]
+    assert (population.low, population.high, population.error) == (0.0, 1.0, math.inf)
+    assert "interval withheld" in population.method and population.value > 0
+    assert report.populations["phi_negative"].high < 1
+    assert (report.delta_f["phi_negative -> phi_positive"].low, report.delta_f["phi_negative -> phi_positive"].high) \
+        == (-math.inf, math.inf)
+    data = report.as_dict()
+    assert data["states"]["phi_positive"] == {"n": 4, "n_effective": pytest.approx(4.0), "enough": False}
+    assert data["populations"]["phi_positive"]["error"] is None
+    console = Console(file=io.StringIO(), width=200)
+    console.print(report_table(report))
+    text = console.file.getvalue()
+    assert "interval withheld  (N 4, effective 4.0)" in text and "fewer than 10 effective samples" in text
+    assert "± the standard error (bootstrap over the samples; log Z: delta method), [ ] the 95% interval" in text

@@ -235,11 +235,11 @@ def test_a_folder_of_the_users_is_never_written_into(tmp_path):
 
 
 def test_resume_continues_the_run_as_it_was_configured(tmp_path):
-    """After 'train --steps 6 --batch-size 16 --time-limit 0s' stops early, the printed
+    """After 'train --steps 6 --batch-size 16 --time-limit 1s' stops early, the printed
     'continue with' command (no options) resumes a 6-step run of batch 16, not the preset's."""
     out = tmp_path / "H"
     first = CliRunner().invoke(app, ["train", "alanine-dipeptide", "--steps", "6", "--batch-size", "16",
-                                     "--time-limit", "0s", "--out", str(out), "--set", "checkpoint_every=1",
+                                     "--time-limit", "1s", "--out", str(out), "--set", "checkpoint_every=1",
                                      "--set", "final_samples=64", "--set", "eval_batch_size=32"])
     assert first.exit_code == EARLY_STOP_EXIT_CODE, first.output
     hint = first.output.split("continue with: ", 1)[1].split()
