@@ -19,7 +19,7 @@ work, with sums over a matrix axis where an incidence product would cost O(n_ato
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -103,7 +103,19 @@ def pair_squared_distances(xyz: Tensor) -> Tensor:
 
 
 class PairTerm(_Term):
-    """A term of all atom pairs: ``forward(r2)`` takes squared distances [batch, N, N]."""
+    """A term of all atom pairs, a function of the squared distances r² [batch, N, N].
+
+    ``energy_and_gradient(r2)`` gives the energy [batch] and, analytically, its derivative
+    with respect to every entry of ``r2`` [batch, N, N] (entries (i, j) and (j, i) taken as
+    separate variables); ``forward(r2)`` is the energy alone, by operations autograd can
+    differentiate (twice).
+    """
+
+    def forward(self, r2: Tensor) -> Tensor:
+        return self.energy_and_gradient(r2, gradient=False)[0]
+
+    def energy_and_gradient(self, r2: Tensor, gradient: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+        raise NotImplementedError
 
     def _off_diagonal(self, r2: Tensor) -> Tensor:
         """r² with 1 on the diagonal (an atom and itself), so 1/r is finite there; the
@@ -126,10 +138,15 @@ class PairCoulombLJ(PairTerm):
         self._buffers_from(coulomb=ONE_4PI_EPS0 * charge_prod * upper, sigma2=sigma**2 * upper,
                            four_epsilon=4 * epsilon * upper)
 
-    def forward(self, r2: Tensor) -> Tensor:
+    def energy_and_gradient(self, r2: Tensor, gradient: bool = True) -> tuple[Tensor, Optional[Tensor]]:
         inv_r2 = 1 / self._off_diagonal(r2)
         s6 = (self.sigma2 * inv_r2) ** 3
-        return (self.coulomb * torch.sqrt(inv_r2) + self.four_epsilon * (s6 * s6 - s6)).sum((-2, -1))
+        coulomb = self.coulomb * torch.sqrt(inv_r2)
+        energy = (coulomb + self.four_epsilon * (s6 * s6 - s6)).sum((-2, -1))
+        if not gradient:
+            return energy, None
+        # ∂/∂r² of C/r is −C/(2r³); of 4ε(s⁶² − s⁶) with s⁶ = (σ²/r²)³ it is −3·4ε(2s⁶² − s⁶)/r²
+        return energy, -(0.5 * coulomb + 3 * self.four_epsilon * (2 * s6 * s6 - s6)) * inv_r2
 
 
 class OBCGeneralizedBorn(PairTerm):
@@ -144,6 +161,10 @@ class OBCGeneralizedBorn(PairTerm):
 
     ``inside_correction`` adds OpenMM's built-in GBSAOBCForce term for an atom buried
     inside another's scaled sphere; the CustomGBForce variants do not have it.
+
+    The gradient with respect to r²_ij has a direct part (through f_ij) and one through
+    the Born radius of the receiving atom i (through h(r_ij)): the chain
+    ∂E/∂B_i · dB_i/dψ_i · ½ or_i · dh/dr · 1/(2r).
     """
 
     def __init__(self, charge: Tensor, offset_radius: Tensor, scaled_radius: Tensor, offset: float,
@@ -162,26 +183,50 @@ class OBCGeneralizedBorn(PairTerm):
         self.has_surface = sa_factor != 0
         self.inside_correction = inside_correction
 
-    def _integrand(self, r: Tensor) -> Tensor:
-        """h(r_ij, or_i, sr_j) [batch, N, N]: atom i (row) feeling atom j (column); 0 for i = j."""
+    def energy_and_gradient(self, r2: Tensor, gradient: bool = True) -> tuple[Tensor, Optional[Tensor]]:
         or_i, sr_j = self.or_receiver, self.sr_sender
-        upper = r + sr_j
-        lower = torch.maximum(or_i, torch.abs(r - sr_j))
-        inv_l, inv_u = 1 / lower, 1 / upper
+        # the HCT integrand h(r_ij, or_i, sr_j) [batch, N, N]: atom i (row) feeling atom j (column)
+        r = torch.sqrt(self._off_diagonal(r2))
         inv_r = 1 / r
-        h = (inv_l - inv_u + 0.25 * (r - sr_j * sr_j * inv_r) * (inv_u * inv_u - inv_l * inv_l)
-             + 0.5 * torch.log(lower * inv_u) * inv_r)
-        if self.inside_correction:
-            h = h + torch.where(or_i < sr_j - r, 2 * (1 / or_i - inv_l), torch.zeros_like(r))
-        return torch.where(upper > or_i, h, torch.zeros_like(h)) * self.others
-
-    def forward(self, r2: Tensor) -> Tensor:
-        psi = 0.5 * self._integrand(torch.sqrt(self._off_diagonal(r2))).sum(-1) * self.offset_radius
+        upper, gap = r + sr_j, r - sr_j
+        far = torch.abs(gap) > or_i                      # the lower limit is |r − sr_j|, not or_i
+        lower = torch.where(far, torch.abs(gap), or_i)
+        inv_l, inv_u = 1 / lower, 1 / upper
+        span, log_ratio = r - sr_j * sr_j * inv_r, torch.log(lower * inv_u)
+        h = inv_l - inv_u + 0.25 * span * (inv_u * inv_u - inv_l * inv_l) + 0.5 * log_ratio * inv_r
+        inside = (or_i < -gap) if self.inside_correction else None
+        if inside is not None:
+            h = h + torch.where(inside, 2 * (1 / or_i - inv_l), torch.zeros_like(h))
+        active = (upper > or_i) * self.others
+        psi = 0.5 * (h * active).sum(-1) * self.offset_radius
         tanh = torch.tanh(psi * (self.alpha - psi * (self.beta - self.gamma * psi)))
         born = 1 / (1 / self.offset_radius - tanh / self.radius)
         bb = born[:, :, None] * born[:, None, :]
-        f = torch.sqrt(r2 + bb * torch.exp(-r2 / (4 * bb)))
-        energy = (self.charge_products / f).sum((-2, -1))
+        decay = torch.exp(-r2 / (4 * bb))
+        f2 = r2 + bb * decay
+        pair = self.charge_products / torch.sqrt(f2)
+        energy = pair.sum((-2, -1))
         if self.has_surface:
-            energy = energy + (self.surface * (self.radius / born) ** 6).sum(-1)
-        return energy
+            surface = self.surface * (self.radius / born) ** 6
+            energy = energy + surface.sum(-1)
+        if not gradient:
+            return energy, None
+        # through f_ij: ∂(c/f)/∂r² = −(c/f)(1 − e/4)/(2f²), ∂(c/f)/∂(B_i B_j) = −(c/f) e (1 + r²/(4 B_i B_j))/(2f²)
+        pair_over_f2 = pair / f2
+        direct = -0.5 * pair_over_f2 * (1 - 0.25 * decay)
+        by_bb = -0.5 * pair_over_f2 * decay * (1 + r2 / (4 * bb))
+        d_born = 2 * (by_bb * born[:, None, :]).sum(-1)  # bb_ij and bb_ji both hold B_i
+        if self.has_surface:
+            d_born = d_born - 6 * surface / born
+        d_psi = d_born * born * born * (1 - tanh * tanh) / self.radius * (
+            self.alpha - psi * (2 * self.beta - 3 * self.gamma * psi))
+        # dh/dr, with d lower/dr = sign(r − sr_j) where the lower limit is |r − sr_j|
+        d_lower = torch.where(far, torch.sign(gap), torch.zeros_like(gap))
+        inv_l2, inv_u2 = inv_l * inv_l, inv_u * inv_u
+        dh = (-inv_l2 * d_lower + inv_u2 + 0.25 * (1 + sr_j * sr_j * inv_r * inv_r) * (inv_u2 - inv_l2)
+              + 0.5 * span * (inv_l2 * inv_l * d_lower - inv_u2 * inv_u)
+              + 0.5 * inv_r * (d_lower * inv_l - inv_u - log_ratio * inv_r))
+        if inside is not None:
+            dh = dh + torch.where(inside, 2 * inv_l2 * d_lower, torch.zeros_like(dh))
+        through_born = (0.25 * d_psi * self.offset_radius)[:, :, None] * dh * active * inv_r
+        return energy, direct + through_born

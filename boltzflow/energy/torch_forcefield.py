@@ -144,27 +144,20 @@ def chunk_size(n_atoms: int) -> int:
 
 
 class _ChunkedEnergy(torch.autograd.Function):
-    """Energies [batch] whose gradient is taken chunk by chunk right after each chunk's
-    energy, while its temporaries are still in cache; only the gradient [batch, N, 3] is kept
-    for the backward pass.
+    """Energies [batch] with their gradient computed chunk by chunk in the forward pass, while
+    each chunk's temporaries are still in cache; only the gradient [batch, N, 3] is kept for
+    the backward pass.
 
     A second derivative (``create_graph=True``, e.g. the differentiable MCMC moves of
-    stochastic normalising flows) recomputes the energy of the whole batch with the graph kept.
+    stochastic normalising flows) recomputes the energy of the whole batch by autograd.
     """
 
     @staticmethod
     def forward(ctx, xyz: torch.Tensor, forcefield: "TorchForceField") -> torch.Tensor:
-        energies, gradients = [], []
-        for part in xyz.detach().split(forcefield.chunk):
-            with torch.enable_grad():
-                part = part.requires_grad_()
-                energy = forcefield.chunk_energy(part)
-                (gradient,) = torch.autograd.grad(energy.sum(), part)
-            energies.append(energy.detach())
-            gradients.append(gradient)
-        ctx.save_for_backward(xyz, torch.cat(gradients))
+        energy, gradient = forcefield.energy_and_gradient(xyz)
+        ctx.save_for_backward(xyz, gradient)
         ctx.forcefield = forcefield
-        return torch.cat(energies)
+        return energy
 
     @staticmethod
     def backward(ctx, grad_energy: torch.Tensor):
@@ -181,8 +174,10 @@ class TorchForceField(nn.Module):
 
     Built by ``TorchForceField(openmm_system)``; differentiable (twice), batched, any device
     and float dtype (``.to(device, dtype)``; parameters start in float64). Batches are
-    evaluated in chunks of ``chunk`` conformations (default ``chunk_size(n_atoms)``);
-    ``compile=True`` fuses the chunk's energy with ``torch.compile``.
+    evaluated in chunks of ``chunk`` conformations (default ``chunk_size(n_atoms)``), the
+    gradient with each chunk: bonded terms by autograd, pair terms analytically (their
+    derivatives by r², then one product with the positions); ``compile=True`` fuses the
+    chunk's evaluation with ``torch.compile``.
     """
 
     def __init__(self, system: openmm.System, chunk: Optional[int] = None, compile: bool = False):
@@ -208,9 +203,11 @@ class TorchForceField(nn.Module):
         if self.chunk < 1:
             raise ValueError(f"chunk must be a positive number of conformations, got {chunk}")
         self.chunk_energy = torch.compile(self.energy) if compile else self.energy
+        self.chunk_pair_energy_and_gradient = (torch.compile(self.pair_energy_and_gradient) if compile
+                                               else self.pair_energy_and_gradient)
 
     def energy(self, xyz: torch.Tensor) -> torch.Tensor:
-        """Energies [batch] (kJ/mol) of one chunk, by plain autograd operations."""
+        """Energies [batch] (kJ/mol), by operations autograd can differentiate (twice)."""
         energy = xyz.new_zeros(xyz.shape[0])
         for term in self.bonded:
             energy = energy + term(xyz)
@@ -219,6 +216,33 @@ class TorchForceField(nn.Module):
             for term in self.pairs:
                 energy = energy + term(r2)
         return energy
+
+    def energy_and_gradient(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies [batch] (kJ/mol) and their gradient [batch, N, 3] (kJ/mol/nm), no graph:
+        bonded terms by autograd on the whole batch, pair terms chunk by chunk."""
+        xyz = xyz.detach()
+        with torch.enable_grad():
+            x = xyz.requires_grad_() if len(self.bonded) else xyz
+            energy = xyz.new_zeros(xyz.shape[0])
+            for term in self.bonded:
+                energy = energy + term(x)
+            gradient = torch.autograd.grad(energy.sum(), x)[0] if len(self.bonded) else torch.zeros_like(xyz)
+        if len(self.pairs):
+            energies, gradients = zip(*(self.chunk_pair_energy_and_gradient(part) for part in xyz.split(self.chunk)))
+            energy, gradient = energy + torch.cat(energies), gradient + torch.cat(gradients)
+        return energy.detach(), gradient
+
+    def pair_energy_and_gradient(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pair terms' energies [batch] and gradient [batch, N, 3], analytically."""
+        centred = xyz - xyz.mean(1, keepdim=True)       # smaller round-off in the product below
+        r2 = pair_squared_distances(centred)
+        energy, by_r2 = 0, 0
+        for term in self.pairs:
+            term_energy, term_by_r2 = term.energy_and_gradient(r2)
+            energy, by_r2 = energy + term_energy, by_r2 + term_by_r2
+        by_r2 = by_r2 + by_r2.transpose(1, 2)              # r²_ij = r²_ji = |x_i − x_j|²
+        # ∂E/∂x_i = Σ_j 2 S_ij (x_i − x_j) = 2 (x_i Σ_j S_ij − (S x)_i)
+        return energy, 2 * (by_r2.sum(-1, keepdim=True) * centred - by_r2 @ centred)
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         if xyz.dim() != 3 or xyz.shape[1:] != (self.n_atoms, 3):
