@@ -58,6 +58,9 @@ class TorchEnergy(ReducedEnergy):
 
 
 class _OpenMMReducedEnergy(torch.autograd.Function):
+    """Reduced energies with OpenMM's forces as their gradient; no second derivatives: a
+    backward pass with ``create_graph`` raises instead of leaving the energy's Hessian out."""
+
     @staticmethod
     def forward(ctx, xyz, pool, kT):
         energies, forces = pool.evaluate(xyz.detach().cpu().double().numpy())
@@ -67,6 +70,9 @@ class _OpenMMReducedEnergy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_u):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the OpenMM energy has no second derivatives (a gradient taken with "
+                               "create_graph, e.g. differentiable MCMC moves); use the torch backend")
         (forces,) = ctx.saved_tensors
         return -forces / ctx.kT * grad_u[:, None, None], None, None
 

@@ -143,7 +143,7 @@ def build_run(settings: Settings) -> Run:
     system = load_system(settings.system)
     options, model, base = settings.energy, settings.model, settings.base_kind
     if options.backend == "openmm":
-        energy = system.energy("openmm")
+        energy = system.energy("openmm", workers=options.workers)
     else:
         energy = system.energy("torch", compile=options.compile).to(device, dtype)
     coordinates = system.internal_coordinates(scales=base.scales).to(device, dtype)

@@ -73,11 +73,13 @@ class ModelSettings:
 @dataclass
 class EnergySettings:
     """``[energy]``: the ``backend`` (torch force field or OpenMM), ``compile`` (torch.compile),
-    how mirror images are handled (``mirror``, ``mirror_penalty`` in kT) and the energy in kT
+    ``workers`` (OpenMM backend: worker processes, one Context each; 0: one Context in the
+    training process), how mirror images are handled (``mirror``, ``mirror_penalty`` in kT) and the energy in kT
     above which energies are softened (``energy_high``; 0: never; ``targets.BoltzmannTarget``)."""
 
     backend: str = "torch"
     compile: bool = False
+    workers: int = 0
     mirror: str = "penalize"
     mirror_penalty: float = 100.0
     energy_high: float = 1000.0
@@ -85,6 +87,8 @@ class EnergySettings:
     def check(self) -> None:
         if self.backend not in ("torch", "openmm"):
             raise invalid_setting("energy.backend", self.backend, "torch | openmm")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise invalid_setting("energy.workers", self.workers, "a number of OpenMM worker processes (0: none)")
         if self.mirror not in ("penalize", "exclude"):
             raise invalid_setting("energy.mirror", self.mirror, "penalize | exclude")
 

@@ -37,6 +37,15 @@ def test_reduced_energy_and_gradient(system):
     np.testing.assert_allclose(grad.numpy(), -ref_f / system.kT, rtol=1e-10, atol=1e-10)
 
 
+def test_second_derivatives_are_refused_not_zero(system):
+    """OpenMM gives forces, not Hessians: a create_graph through it fails loudly instead of
+    leaving the energy's Hessian out of a second derivative."""
+    energy = system.energy("openmm", platform="Reference")
+    x = torch.tensor(system.positions[None], requires_grad=True)
+    with pytest.raises(RuntimeError, match="no second derivatives"):
+        torch.autograd.grad((energy(x) + (x**2).sum()).sum(), x, create_graph=True)
+
+
 def test_backends_agree(system):
     xyz, _ = conformations(system.positions, n_thermal=8, n_clash=2)
     x = torch.tensor(xyz)

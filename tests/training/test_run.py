@@ -203,6 +203,16 @@ def test_bad_input_fails_before_anything_is_announced_or_written(tmp_path, args,
     assert "training" not in result.output and not out.exists()
 
 
+def test_training_on_an_openmm_worker_pool(tmp_path):
+    """``energy.backend = "openmm"`` with ``energy.workers``: the same run on OpenMM contexts in
+    worker processes, the pool closed with the run; a negative count is refused."""
+    config = tiny("rkl", 'energy.backend="openmm"', "energy.workers=2")
+    summary = train(config, tmp_path / "run")
+    assert summary["stopped"] == "done" and np.isfinite(losses(tmp_path / "run")).all()
+    with pytest.raises(BoltzflowError, match="energy.workers"):
+        tiny("rkl", "energy.workers=-1")
+
+
 def test_threads_are_a_setting_that_may_change_on_resume(tmp_path):
     out = str(tmp_path / "run")
     common = ["train", "alanine-dipeptide", "--batch-size", "16", "--out", out, "--set", "final_samples=64",
