@@ -97,16 +97,19 @@ def rates_of(system, batch: int, loop_size: int, repeats: int, compiled: bool = 
     return {name: np.array([runs[name][1] / t for t in ts]) for name, ts in times.items()}
 
 
-def scaling_systems(sequences: list[str], folder: str) -> list:
-    """Alanine di-, tetra-, hexapeptide and Ace-(sequence)-Nme of each sequence, all in the
-    tetrapeptide's force field."""
+def built_peptides(sequences, folder: str) -> list:
+    """Ace-(sequence)-Nme of each sequence in the tetrapeptide's force field, built in ``folder``."""
     from boltzflow.system_builder import new_system
 
-    tetra = load_system("alanine-tetrapeptide")
-    files = read_toml(tetra.folder / "system.toml")["forcefield"]["files"]
-    return [load_system("alanine-dipeptide-amber99sbildn"), tetra, load_system("alanine-hexapeptide"),
-            *(load_system(new_system(os.path.join(folder, f"ace-{sequence.lower()}-nme"), sequence=sequence,
-                                     forcefield=files)) for sequence in sequences)]
+    files = read_toml(load_system("alanine-tetrapeptide").folder / "system.toml")["forcefield"]["files"]
+    return [load_system(new_system(os.path.join(folder, f"ace-{sequence.lower()}-nme"), sequence=sequence,
+                                   forcefield=files)) for sequence in sequences]
+
+
+def scaling_systems(sequences, folder: str) -> list:
+    """Alanine di-, tetra-, hexapeptide and the ``built_peptides``, all in the tetrapeptide's force field."""
+    return [load_system(name) for name in ("alanine-dipeptide-amber99sbildn", "alanine-tetrapeptide",
+                                           "alanine-hexapeptide")] + built_peptides(sequences, folder)
 
 
 def bytes_in_flight(system, dtype: torch.dtype = torch.float32) -> float:

@@ -5,8 +5,10 @@ installed, then paste its tables. Stages, in this order, each in its own process
 
 - ``environment``: GPUs (model, memory, compute capability), driver, CUDA, cuDNN, torch,
   OpenMM and its platforms (with plugin load failures), boltzflow and its commit, the CPU.
-- ``energies``: for every shipped system, the torch force field on the device (float64 and
-  float32, eager and ``compile=True``) against OpenMM's Reference platform on the same
+- ``energies``: for every shipped system and the peptides of benchmarks/energy.py's
+  ``--scaling`` (Ace-(Ala)9-Nme, GYDPETGTW, Ace-(Ala)19-Nme: 102, 140, 202 atoms, built at the
+  start of the stage), the torch force field on the device (float64 and float32, eager and
+  ``compile=True``) against OpenMM's Reference platform on the same
   conformations (largest |ΔE| in kJ/mol, |ΔF| in kJ/mol/nm), and energies + forces per second
   at batch 1,024 / 16,384 / 131,072; beside them one OpenMM CUDA (else OpenCL) context looped
   over conformations, and the CPU: torch float32 eager at batch 1,024 and one OpenMM CPU
@@ -89,13 +91,15 @@ class Scale:
     sample_batch: int             # boltzflow sample's default
     ais: dict                     # AISCorrection settings
     tests: tuple                  # pytest paths in the checkout
+    sequences: tuple              # peptides built for the energies stage, besides the shipped systems
 
 
 GPU = Scale(device="cuda", caps={"environment": 15, "energies": 80, "flows": 40, "training": 70, "sampling": 50,
                                  "correctness": 35},
             energy_batches=(1024, 16384, 131072), accuracy_batch=64, loop=256, cpu_batch=1024, compile=True,
             repeats=5, flow={}, flow_batches=(1024, 16384), training=("steps=300",), samples=1_000_000,
-            sample_batch=8192, ais={"levels": 16, "leapfrog": 3}, tests=("tests",))
+            sample_batch=8192, ais={"levels": 16, "leapfrog": 3}, tests=("tests",),
+            sequences=("AAAAAAAAA", "GYDPETGTW", "A" * 19))
 # compile=True is left out on the CPU: inductor's C++ build takes minutes on a busy core
 SMOKE = Scale(device="cpu", caps=dict.fromkeys(STAGES, 120), energy_batches=(4, 8), accuracy_batch=4, loop=4,
               cpu_batch=4, compile=False, repeats=1, flow={"layers": 2, "hidden": 16, "blocks": 1},
@@ -103,7 +107,7 @@ SMOKE = Scale(device="cpu", caps=dict.fromkeys(STAGES, 120), energy_batches=(4, 
               training=("steps=3", "batch_size=8", "model.layers=2", "model.hidden=[16]", "final_samples=32",
                         "eval_batch_size=16", "log_every=1", "energy.compile=false"),
               samples=64, sample_batch=32, ais={"levels": 2, "leapfrog": 1, "warmup": 1, "warmup_size": 8},
-              tests=("tests/flows/test_base.py",))
+              tests=("tests/flows/test_base.py",), sequences=("AG",))
 
 
 class OutOfTime(Exception):
@@ -219,10 +223,18 @@ def energies(scale: Scale, log: StageLog, out: Path) -> None:
 
     names = sorted(available_systems(), key=lambda name: name != SYSTEM)  # the training system first
     prepared = {}  # name → (system, XML, accuracy conformations, Reference energies, Reference forces)
+    built = {}     # name → System of a peptide built from scale.sequences
+
+    def build() -> dict:
+        built.update((system.name, system) for system in bench.built_peptides(scale.sequences, str(out / "peptides")))
+        names.extend(built)
+        return {name: {"atoms": system.n_atoms} for name, system in built.items()}
+
+    log.step("build the peptides of benchmarks/energy.py --scaling", build)
 
     def prepare(name: str):
         if name not in prepared:
-            system = load_system(name)
+            system = built[name] if name in built else load_system(name)
             xml = openmm.XmlSerializer.serialize(system.openmm_system)
             xyz = bench.conformations(system, scale.accuracy_batch)
             prepared[name] = (system, xml, xyz, *OpenMMEvaluator(xml, "Reference").evaluate(xyz))
@@ -506,6 +518,8 @@ def fmt(value, spec: str = ",.0f") -> str:
 def energies_table(results: dict) -> str:
     rows: dict = {}  # (system, contender) → deviations, conformations/s by batch ("loop": one by one)
     for figures in results.values():
+        if "contender" not in figures:      # the peptides' build step
+            continue
         row = rows.setdefault((figures["system"], figures["contender"]), {})
         row[figures.get("batch", "loop")] = figures["per_second"]
         row.update({key: figures[key] for key in ("max_dE", "max_dF") if key in figures})
