@@ -20,8 +20,8 @@ conformations per second and ratios to ``openmm-loop``.
 hexapeptide (22, 42, 62 atoms) and peptides built by ``boltzflow systems new --sequence``
 (``--sequences``, default Ace-(Ala)9-Nme, chignolin's GYDPETGTW and Ace-(Ala)19-Nme: 102,
 140 and 202 atoms), all in the tetrapeptide's force field (Amber ff99SB-ILDN, OBC2), so
-that only the size changes. It also gives the torch force field's memory per conformation
-in flight: the bytes autograd saves for one chunk's backward pass, divided by the chunk.
+that only the size changes. It also gives the torch force field's memory: how much one call
+on the whole batch raises a fresh process's peak resident memory.
 
     python benchmarks/energy.py --scaling [--batch 1024] [--repeats 7] [--markdown]
 """
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -112,20 +114,26 @@ def scaling_systems(sequences, folder: str) -> list:
                                            "alanine-hexapeptide")] + built_peptides(sequences, folder)
 
 
-def bytes_in_flight(system, dtype: torch.dtype = torch.float32) -> float:
-    """Bytes per conformation that autograd saves for one chunk's backward pass in the torch
-    force field (what a conformation occupies while its chunk is evaluated)."""
-    forcefield = system.energy("torch").forcefield.to(dtype)
-    x = torch.tensor(conformations(system, forcefield.chunk), dtype=dtype, requires_grad=True)
-    saved = []
+PEAK_MEMORY = """
+import resource, sys, torch
+from boltzflow.systems import load_system
+sys.path.insert(0, {bench!r})
+from energy import conformations, energy_and_forces
+system = load_system({system!r})
+run = energy_and_forces(system.energy("torch").float(), torch.tensor(conformations(system, {batch}), dtype=torch.float32))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
 
-    def pack(tensor):
-        saved.append(tensor.numel() * tensor.element_size())
-        return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        forcefield.energy(x)
-    return sum(saved) / forcefield.chunk
+def peak_memory(system, batch: int) -> float:
+    """Bytes by which one torch energy + forces call of ``batch`` conformations (float32) raises
+    a fresh process's peak resident memory (after loading the system): what the call's
+    temporaries need beyond what loading already took."""
+    code = PEAK_MEMORY.format(bench=os.path.dirname(os.path.abspath(__file__)), system=str(system.folder), batch=batch)
+    kib = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return 1024 * float(kib)
 
 
 def report(title: str, header: tuple, rows: list, markdown: bool) -> None:
@@ -158,9 +166,9 @@ def main(argv=None) -> None:
                 rows.append((system.name, str(system.n_atoms),
                              *(f"{1e6 / np.median(r):.1f}" for r in rates.values()),
                              *(f"{np.median(rates[name] / base):.1f}x" for name in torches),
-                             f"{bytes_in_flight(system) / 1e3:.0f}"))
+                             f"{peak_memory(system, args.batch) / 2**20:.0f}"))
         header = ("system", "atoms", *(f"{name} µs/conformation" for name in rates),
-                  *(f"{name} vs openmm-loop" for name in torches), "torch kB/conformation in flight")
+                  *(f"{name} vs openmm-loop" for name in torches), "torch call's peak MiB")
         report(f"energy + forces against size, batch {args.batch}, median of {args.repeats}", header, rows,
                args.markdown)
         return

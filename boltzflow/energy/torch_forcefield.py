@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Optional
+from typing import Optional, Union
 
 import openmm
 import torch
@@ -132,15 +132,17 @@ _COMPILERS = {
 }
 
 
-PAIRS_PER_CHUNK = 2**18
-"""Conformations are evaluated in chunks of about this many atom pairs (chunk × n_atoms²): a
-[chunk, n_atoms, n_atoms] float32 tensor of 1 MiB stays in a core's cache through the
-dozens of elementwise passes of the pair terms (benchmarks/RESULTS.md, "Against atom count")."""
+PAIRS_PER_CHUNK = {"cpu": 2**18, "cuda": 2**24}
+"""Conformations are evaluated in chunks of about this many atom pairs (chunk × n_atoms²). On a
+CPU a [chunk, n_atoms, n_atoms] float32 tensor of 1 MiB stays in a core's cache through the
+dozens of elementwise passes of the pair terms (benchmarks/RESULTS.md, "Against atom count");
+a GPU wants large kernels, and the chunk only bounds memory (64 MiB per float32 pair tensor)."""
 
 
-def chunk_size(n_atoms: int) -> int:
-    """Conformations per chunk for a system of ``n_atoms``: ``PAIRS_PER_CHUNK / n_atoms²``, at least 1."""
-    return max(1, PAIRS_PER_CHUNK // n_atoms**2)
+def chunk_size(n_atoms: int, device: Union[str, torch.device] = "cpu") -> int:
+    """Conformations per chunk for ``n_atoms`` on ``device``: ``PAIRS_PER_CHUNK / n_atoms²``, at least 1."""
+    pairs = PAIRS_PER_CHUNK.get(torch.device(device).type, PAIRS_PER_CHUNK["cpu"])
+    return max(1, pairs // n_atoms**2)
 
 
 class _ChunkedEnergy(torch.autograd.Function):
@@ -174,7 +176,7 @@ class TorchForceField(nn.Module):
 
     Built by ``TorchForceField(openmm_system)``; differentiable (twice), batched, any device
     and float dtype (``.to(device, dtype)``; parameters start in float64). Batches are
-    evaluated in chunks of ``chunk`` conformations (default ``chunk_size(n_atoms)``), the
+    evaluated in chunks of ``chunk`` conformations (default ``chunk_size`` for the device), the
     gradient with each chunk: bonded terms by autograd, pair terms analytically (their
     derivatives by r², then one product with the positions); ``compile=True`` fuses the
     chunk's evaluation with ``torch.compile``.
@@ -199,9 +201,9 @@ class TorchForceField(nn.Module):
         self.bonded = nn.ModuleList([t for t in terms if not isinstance(t, PairTerm)])
         self.pairs = nn.ModuleList([t for t in terms if isinstance(t, PairTerm)])
         self.n_atoms = system.getNumParticles()
-        self.chunk = chunk_size(self.n_atoms) if chunk is None else int(chunk)
-        if self.chunk < 1:
+        if chunk is not None and int(chunk) < 1:
             raise ValueError(f"chunk must be a positive number of conformations, got {chunk}")
+        self.chunk = None if chunk is None else int(chunk)
         self.chunk_energy = torch.compile(self.energy) if compile else self.energy
         self.chunk_pair_energy_and_gradient = (torch.compile(self.pair_energy_and_gradient) if compile
                                                else self.pair_energy_and_gradient)
@@ -228,7 +230,7 @@ class TorchForceField(nn.Module):
                 energy = energy + term(x)
             gradient = torch.autograd.grad(energy.sum(), x)[0] if len(self.bonded) else torch.zeros_like(xyz)
         if len(self.pairs):
-            energies, gradients = zip(*(self.chunk_pair_energy_and_gradient(part) for part in xyz.split(self.chunk)))
+            energies, gradients = zip(*(self.chunk_pair_energy_and_gradient(part) for part in self._chunks(xyz)))
             energy, gradient = energy + torch.cat(energies), gradient + torch.cat(gradients)
         return energy.detach(), gradient
 
@@ -249,4 +251,7 @@ class TorchForceField(nn.Module):
             raise ValueError(f"positions must have shape [batch, {self.n_atoms}, 3] (nm), got {list(xyz.shape)}")
         if torch.is_grad_enabled() and xyz.requires_grad:
             return _ChunkedEnergy.apply(xyz, self)
-        return torch.cat([self.chunk_energy(part) for part in xyz.split(self.chunk)])
+        return torch.cat([self.chunk_energy(part) for part in self._chunks(xyz)])
+
+    def _chunks(self, xyz: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return xyz.split(self.chunk or chunk_size(self.n_atoms, xyz.device))
