@@ -276,7 +276,7 @@ def free_energy(
     if ref is not None and ref.kind == "trajectory" and run is None and samples.run_dir is not None:
         run = load_run(samples.run_dir, device)
     report = free_energy_report(samples, ref, run, keep_mirror, seed=seed)
-    written = report_plots(samples, plots, ref, keep_mirror, seed=seed) if plots is not None else []
+    written = report_plots(samples, plots, ref, keep_mirror, seed=seed, psis=report.psis) if plots is not None else []
     data = {**report.as_dict(), "plots": [str(p) for p in written]}
     text = json.dumps(data, indent=1)
     if quiet:

@@ -177,7 +177,7 @@ def _final_report(run, out: Path, settings: Settings):
 
     samples = draw_weighted_samples(run, settings.final_samples, seed=settings.seed, run_dir=out)
     report = free_energy_report(samples, seed=settings.seed)
-    plots = report_plots(samples, out)
+    plots = report_plots(samples, out, psis=report.psis)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps({**report.as_dict(), "plots": [str(p) for p in plots]}, indent=1) + "\n")
     return report, plots

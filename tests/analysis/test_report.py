@@ -276,3 +276,15 @@ def test_a_state_on_too_few_effective_samples_has_its_interval_withheld(system):
     text = console.file.getvalue()
     assert "interval withheld  (N 4, effective 4.0)" in text and "fewer than 10 effective samples" in text
     assert "± the standard error (bootstrap over the samples; log Z: delta method), [ ] the 95% interval" in text
+
+
+def test_plots_of_unreliable_weights_carry_the_verdict(system, tmp_path, monkeypatch):
+    import boltzflow.analysis.plots as plots
+    from boltzflow.analysis.psis import ParetoDiagnostic
+
+    notes, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda figure, path: notes.append(figure._suptitle) or save(figure, path))
+    report_plots(synthetic(system), tmp_path / "good", psis=ParetoDiagnostic(0.3, 0.7, 3000))
+    assert notes == [None, None, None]
+    report_plots(synthetic(system), tmp_path / "bad", psis=ParetoDiagnostic(0.93, 0.7, 3000))
+    assert len(notes) == 6 and all("k̂ 0.93" in t.get_text() and "unreliable" in t.get_text() for t in notes[3:])
