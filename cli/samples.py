@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -14,7 +15,7 @@ from typing import Iterator, Optional
 import typer
 from rich.table import Table
 
-from boltzflow.cli.console import console, err_console, progress_bar
+from boltzflow.cli.console import LogLines, console, err_console, progress_bar
 
 
 @contextmanager
@@ -86,6 +87,7 @@ def sample(
     from boltzflow.training.correction import AISCorrection
     from boltzflow.training.run import load_run
 
+    started = time.perf_counter()
     use_threads(threads)
 
     # the AIS options are checked before any work (bad values: one error line, exit 2)
@@ -98,12 +100,24 @@ def sample(
     out = out or run / "samples.h5"
     check_writable(out, "samples file")
     loaded = load_run(run, device)
-    description = "sampling" if correction is None else f"AIS warm-up ({ais_warmup} batches), then sampling"
     then = "nothing was written; free space or make it writable, then run the same command"
-    with progress_bar(description, console, total=n) as bar, _sigterm_exits(), storage_errors(out, then):
+    log_warmup, log_sampling = LogLines(console), LogLines(console)  # each phase's first line at once
+    with progress_bar("sampling" if correction is None else "AIS warm-up", console, total=max(n, ais_warmup)) as bar, \
+            _sigterm_exits(), storage_errors(out, then):
+        warming = bar.add_task("AIS warm-up", total=ais_warmup) if correction is not None else None
         task = bar.add_task("sampling", total=n)
+
+        def warmup_progress(done: int, total: int) -> None:
+            bar.update(warming, completed=done)
+            log_warmup(f"AIS warm-up: batch {done}/{total}, {time.perf_counter() - started:.0f} s", last=done == total)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done)
+            log_sampling(f"sampling: {done:,}/{total:,} samples, {time.perf_counter() - started:.0f} s", last=done == total)
+
         write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
-                      progress=lambda done, total: bar.update(task, completed=done), correction=correction)
+                      progress=progress, correction=correction, warmup_progress=warmup_progress)
+    wall = time.perf_counter() - started
     samples = read_samples(out, positions=False)
     table = Table(title=f"{loaded.system.name} · {n:,} samples · seed {seed}", show_header=False)
     table.add_row("ESS (Kish)", f"[bold]{100 * kish_ess(torch.from_numpy(samples.log_w)).item():.2f}%[/bold]")
@@ -116,8 +130,10 @@ def sample(
         table.add_row("gradient evaluations", f"{attrs['ais_gradient_evaluations_per_sample']} per sample "
                                               f"(+ {attrs['ais_warmup_evaluations']:,} target evaluations in the "
                                               "warm-up)")
-    table.add_row("wall time", f"{samples.attrs['sampling_seconds']:.1f} s "
-                               f"({1e3 * samples.attrs['sampling_seconds'] / n:.3f} ms per sample)")
+    drawing = samples.attrs["sampling_seconds"]
+    warmup = f"AIS warm-up {samples.attrs['ais_warmup_seconds']:.1f} s, " if correction is not None else ""
+    table.add_row("wall time", f"{wall:.1f} s in all ({warmup}drawing {drawing:.1f} s: "
+                               f"{1e3 * drawing / n:.3f} ms per sample)")
     table.add_row("mirror images", f"{(~samples.right_handed).sum():,} ({100 * (~samples.right_handed).mean():.2f}%)")
     if resample:
         table.add_row("resampled", f"{resample:,} conformations (resampled/)")
