@@ -208,7 +208,9 @@ def report_table(report) -> Table:
     for key, e in report.delta_f.items():
         enough = all(report.states[name].enough for name in key.split(" -> "))
         shown = _estimate(e) if enough else f"{e.value:.3f}  {withheld}"
-        table.add_row(f"ΔF {key.replace('->', '→')}", f"{shown}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
+        known = report.comparison.delta_f.get(key) if report.comparison is not None else None
+        beside = f"; reference {known.value:.3f} [{known.low:.3f}, {known.high:.3f}]" if known is not None else ""
+        table.add_row(f"ΔF {key.replace('->', '→')}", f"{shown}  ({e.value * report.kT:.2f} kJ/mol){caveat}{beside}")
     if not all(state.enough for state in report.states.values()):
         table.add_row("withheld", f"a state with fewer than {MIN_STATE_ESS:g} effective samples: its weight rests on "
                                   "a handful of draws, and resampling them cannot show what they miss; draw more "
@@ -244,7 +246,8 @@ def _comparison_table(comparison) -> Table:
 def free_energy(
     source: Path = typer.Argument(..., help="Run directory or samples file."),
     reference: Optional[Path] = typer.Option(None, help="md.h5 (boltzflow md), any trajectory mdtraj reads, or a "
-                                                        "boltzflow umbrella folder."),
+                                                        "boltzflow umbrella folder. Default: the reference shipped "
+                                                        "with the system, if any (alanine-dipeptide: its ΔF)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write every number as JSON to this file; "
                                                                 "'-' prints it instead of the tables."),
     plots: Optional[Path] = typer.Option(None, help="Folder for PNGs: Ramachandran plots and PMFs."),
@@ -264,6 +267,9 @@ def free_energy(
     From a run directory, reads RUN/samples.h5 when present (it must come from the run's current model) unless -n is
     given; otherwise draws -n samples (default 100,000) without storing them. Mirror images are reported and excluded.
 
+    Each ΔF is shown beside the reference's. Without --reference that is the one shipped with the system, if any
+    (alanine-dipeptide: ΔF from 2-D umbrella sampling, 6 repeats, in benchmarks/RESULTS.md).
+
     --reference adds histogram KLs of the dihedral marginals (200 bins) and the Ramachandran plane (64×64), ΔF of the
     reference and, for trajectories with the run's model, EUBO and forward KL at the reference conformations.
 
@@ -272,7 +278,7 @@ def free_energy(
       boltzflow free-energy runs/ala/samples.h5 --reference md.h5 --plots figures --json report.json
       boltzflow free-energy runs/ala -n 200000 --reference umbrella --json -
     """
-    from boltzflow.runs import free_energy_report, load_reference, report_plots, samples_for
+    from boltzflow.runs import free_energy_report, load_reference, report_plots, samples_for, shipped_reference
     from boltzflow.io import atomic_path, check_writable
     from boltzflow.threads import use_threads
     from boltzflow.training.run import load_run
@@ -288,7 +294,7 @@ def free_energy(
         task = bar.add_task("sampling", total=n)
         samples, run = samples_for(source, n, batch_size, device, seed,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
-    ref = load_reference(reference, samples.system) if reference is not None else None
+    ref = load_reference(reference, samples.system) if reference is not None else shipped_reference(samples.system)
     if ref is not None and ref.kind == "trajectory" and run is None and samples.run_dir is not None:
         run = load_run(samples.run_dir, device)
     report = free_energy_report(samples, ref, run, keep_mirror, seed=seed)

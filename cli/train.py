@@ -179,11 +179,12 @@ def _final_report(run, out: Path, settings: Settings, progress=None):
     ``progress(done, total)`` after each batch of samples drawn."""
     import json
 
+    from boltzflow.runs.references import shipped_reference
     from boltzflow.runs.report import draw_weighted_samples, free_energy_report, report_plots
     from boltzflow.io import atomic_path
 
     samples = draw_weighted_samples(run, settings.final_samples, seed=settings.seed, run_dir=out, progress=progress)
-    report = free_energy_report(samples, seed=settings.seed)
+    report = free_energy_report(samples, shipped_reference(run.system), seed=settings.seed)
     plots = report_plots(samples, out, psis=report.psis)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps({**report.as_dict(), "plots": [str(p) for p in plots]}, indent=1) + "\n")
