@@ -150,8 +150,9 @@ def export(
 ) -> None:
     """Write the conformations of a samples file as a trajectory MD tools read (through mdtraj).
 
-    The topology is the system's. Weighted samples keep their weights only in the samples file: export --resampled
-    for conformations that are Boltzmann-distributed as they are. h5 is mdtraj's HDF5 format.
+    The topology is the system's. Weighted samples are not Boltzmann-distributed as they are: their importance weights
+    are written beside the trajectory (e.g. samples.weights.txt, one per frame, summing to 1; mirror images 0).
+    export --resampled writes conformations that are Boltzmann-distributed as they are. h5 is mdtraj's HDF5 format.
 
     [bold]Examples[/bold]:
       boltzflow export runs/ala/samples.h5 --format dcd
@@ -160,7 +161,7 @@ def export(
     from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable
     from boltzflow.runs import export_samples
-    from boltzflow.runs.export import WITHOUT_TOPOLOGY, topology_file
+    from boltzflow.runs.export import WITHOUT_TOPOLOGY, topology_file, weights_file
 
     if out is not None:
         check_writable(out, "trajectory file")
@@ -170,6 +171,9 @@ def export(
     if path.suffix.lstrip(".") in WITHOUT_TOPOLOGY:
         console.print(f"its topology: {topology_file(path)} (e.g. mdtraj.load('{path}', top='{topology_file(path)}'))",
                       soft_wrap=True)
+    if not resampled:
+        console.print(f"its weights: {weights_file(path)} (importance weights, one per frame, summing to 1: the frames "
+                      "are not Boltzmann-distributed without them; --resampled exports frames that are)", soft_wrap=True)
 
 
 def _estimate(e) -> str:

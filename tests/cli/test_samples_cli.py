@@ -56,6 +56,9 @@ def test_export_writes_a_trajectory(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert str(out) in result.output.replace("\n", "")
     assert mdtraj.load(str(out), top=load_system("alanine-dipeptide").topology).n_frames == 20
+    result = runner.invoke(app, ["export", str(run_dir / "samples.h5"), "--out", str(tmp_path / "weighted.pdb")])
+    assert result.exit_code == 0 and (tmp_path / "weighted.weights.txt").is_file()
+    assert f"its weights: {tmp_path / 'weighted.weights.txt'}" in " ".join(result.output.split())
     result = runner.invoke(app, ["export", str(run_dir / "samples.h5"), "--format", "gro"])
     assert isinstance(result.exception, BoltzflowError) and "dcd, xtc, pdb, h5" in str(result.exception)
 
