@@ -154,7 +154,8 @@ def info() -> None:
 
 def _torch_devices() -> str:
     """torch's version and whether CUDA is available. A build without CUDA (or ROCm) says so in
-    its version.py, read without importing torch (seconds); only a GPU build is imported and asked."""
+    its version.py, read here without importing torch (which takes seconds); only a GPU build is
+    imported and asked for its devices."""
     import importlib.util
     import runpy
 

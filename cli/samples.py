@@ -113,7 +113,8 @@ def sample(
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done)
-            log_sampling(f"sampling: {done:,}/{total:,} samples, {time.perf_counter() - started:.0f} s", last=done == total)
+            log_sampling(f"sampling: {done:,}/{total:,} samples, {time.perf_counter() - started:.0f} s",
+                         last=done == total)
 
         write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
                       progress=progress, correction=correction, warmup_progress=warmup_progress)
@@ -172,8 +173,9 @@ def export(
         console.print(f"its topology: {topology_file(path)} (e.g. mdtraj.load('{path}', top='{topology_file(path)}'))",
                       soft_wrap=True)
     if not resampled:
-        console.print(f"its weights: {weights_file(path)} (importance weights, one per frame, summing to 1: the frames "
-                      "are not Boltzmann-distributed without them; --resampled exports frames that are)", soft_wrap=True)
+        console.print(f"its weights: {weights_file(path)} (importance weights, one per frame, summing to 1: the "
+                      "frames are not Boltzmann-distributed without them; --resampled exports frames that are)",
+                      soft_wrap=True)
 
 
 def _estimate(e) -> str:

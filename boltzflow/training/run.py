@@ -276,9 +276,9 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
     ``final(run)``: the numbers of the trained model that go into the summary, from its
     ``final_samples`` fresh samples; default ``run.report`` (ESS, log Z, populations). The
     summary's ``wall_time`` is the training's (s, over every invocation), ``final_seconds``
-    that of this final evaluation (0 when stopped early). The summary's ``stopped`` is ``done``, ``time-limit`` or ``signal``. Launched as several
-    processes (torchrun, srun), each trains its shards, rank 0 writes ``out`` and every
-    process returns rank 0's summary."""
+    that of this final evaluation (0 when stopped early). The summary's ``stopped`` is
+    ``done``, ``time-limit`` or ``signal``. Launched as several processes (torchrun, srun),
+    each trains its shards, rank 0 writes ``out`` and every process returns rank 0's summary."""
     out = Path(out)
     settings = Settings.from_config(config)
     with distributed.process_group(settings.device) as device, ExitStack() as held:
