@@ -48,7 +48,7 @@ def systems_list(ctx: typer.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from boltzflow.systems import system_descriptions
+    from boltzflow.catalog import system_descriptions  # the files alone: no OpenMM, no torch
 
     table = Table(title="molecular systems")
     table.add_column("name", style="bold", no_wrap=True)
@@ -136,14 +136,12 @@ def info() -> None:
     """
     import platform
 
-    import torch
-
     import boltzflow
 
     table = Table(title="boltzflow", show_header=False)
     table.add_row("boltzflow", boltzflow.__version__)
     table.add_row("python", platform.python_version())
-    table.add_row("torch", f"{torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'not available'})")
+    table.add_row("torch", _torch_devices())
     try:
         import openmm
 
@@ -152,6 +150,24 @@ def info() -> None:
     except ImportError:
         table.add_row("openmm", "not installed")
     console.print(table)
+
+
+def _torch_devices() -> str:
+    """torch's version and whether CUDA is available. A build without CUDA (or ROCm) says so in
+    its version.py, read here without importing torch (which takes seconds); only a GPU build is
+    imported and asked for its devices."""
+    import importlib.util
+    import runpy
+
+    spec = importlib.util.find_spec("torch")
+    build = Path(spec.origin).parent / "version.py" if spec is not None and spec.origin else None
+    if build is not None and build.is_file():
+        facts = runpy.run_path(str(build))
+        if facts.get("cuda") is None and facts.get("hip") is None:
+            return f"{facts['__version__']} (CUDA not available: a CPU-only build)"
+    import torch
+
+    return f"{torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'not available'})"
 
 
 @app.command()

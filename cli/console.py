@@ -6,11 +6,13 @@ The remaining time comes from the average rate since the start, not from the las
 rate, so evaluation pauses and faster or slower training stages do not make it jump. In a
 narrow terminal the free-form information column is cut first; the step counter, elapsed
 and remaining time stay whole. Without a terminal (a Slurm log, a pipe) rich draws nothing;
-commands print plain lines there themselves.
+commands print plain lines there (``LogLines``).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import timedelta
 from typing import Optional
 
@@ -36,18 +38,36 @@ class SteadyRemainingColumn(ProgressColumn):
 
 def progress_bar(description: str, console: Console, total: Optional[int] = None, info: bool = False,
                  disable: bool = False) -> Progress:
-    """A transient bar ``description ━━━ 405/4000 0:01:02 ETA 0:09:11 [info]``: done/total when
-    ``total`` (the largest count, for the column's width) is given, else a percentage; ``info``
-    adds the task's ``info`` field last, the first thing a narrow terminal cuts."""
+    """A transient bar ``description ━━━ 405/4000 0:01:02 ETA 0:09:11 [info]``, a row per task
+    (a phase: AIS warm-up, then sampling), each row led by its task's description; ``description``
+    is the longest of them (for the column's width). Done/total when ``total`` (the largest count,
+    for the column's width) is given, else a percentage; ``info`` adds the task's ``info`` field
+    last, the first thing a narrow terminal cuts."""
     def fixed(width: int) -> Column:
         return Column(no_wrap=True, min_width=width)
 
     counts = (MofNCompleteColumn(table_column=fixed(2 * len(str(total)) + 1)) if total
               else TaskProgressColumn(table_column=fixed(6)))
-    columns = [TextColumn(f"[bold]{description}[/bold]", table_column=fixed(len(description))),
+    columns = [TextColumn("[bold]{task.description}[/bold]", table_column=fixed(len(description))),
                BarColumn(bar_width=None, table_column=Column(min_width=10, ratio=1)), counts,
                TimeElapsedColumn(table_column=fixed(7)), SteadyRemainingColumn(table_column=fixed(11))]
     if info:
         columns.append(TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis",
                                                                              ratio=2)))
     return Progress(*columns, console=console, transient=True, disable=disable)
+
+
+class LogLines:
+    """Progress as plain lines where rich draws no bar (no terminal: a Slurm log, a pipe):
+    ``log(text)`` prints the first line, then at most one every ``every`` seconds, and the
+    ``last=True`` one; in a terminal it prints nothing (the bar shows it)."""
+
+    def __init__(self, console: Console, every: float = 30.0):
+        self.console, self.every, self.printed = console, every, -math.inf
+
+    def __call__(self, text: str, last: bool = False) -> None:
+        now = time.monotonic()
+        if self.console.is_terminal or not (last or now - self.printed >= self.every):
+            return
+        self.printed = now
+        self.console.print(text, soft_wrap=True)

@@ -39,8 +39,9 @@ def md(
 
     loaded = load_system(system)
     then = "the frames up to the last checkpoint are kept; free space or make it writable, then run the same command"
-    with progress_bar(f"MD of {loaded.name}", console) as bar, storage_errors(out, then):
-        task = bar.add_task("md", total=None)
+    title = f"MD of {loaded.name}"
+    with progress_bar(title, console) as bar, storage_errors(out, then):
+        task = bar.add_task(title, total=None)
         result = run_md(loaded, ns, out, platform=platform, seed=seed, report_interval=report_interval,
                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     resumed = f" (resumed at frame {result.resumed_from})" if result.resumed_from else ""
@@ -101,7 +102,7 @@ def umbrella(
     count = use_threads(threads)
     properties = {"Threads": str(count)} if platform == "CPU" else None
     with progress_bar(f"umbrella {','.join(cvs)}", console) as bar:
-        task = bar.add_task("umbrella", total=None)
+        task = bar.add_task(f"umbrella {','.join(cvs)}", total=None)
         result = run_umbrella(loaded, cv=cvs, windows=windows, ps=ps, out=out, force_constant=force_constant,
                               platform=platform, seed=seed, equilibration_ps=equilibration_ps, bins=bins,
                               properties=properties, repeats=repeats, plane_bins=plane_bins,

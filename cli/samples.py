@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -14,7 +15,7 @@ from typing import Iterator, Optional
 import typer
 from rich.table import Table
 
-from boltzflow.cli.console import console, err_console, progress_bar
+from boltzflow.cli.console import LogLines, console, err_console, progress_bar
 
 
 @contextmanager
@@ -86,6 +87,7 @@ def sample(
     from boltzflow.training.correction import AISCorrection
     from boltzflow.training.run import load_run
 
+    started = time.perf_counter()
     use_threads(threads)
 
     # the AIS options are checked before any work (bad values: one error line, exit 2)
@@ -98,12 +100,25 @@ def sample(
     out = out or run / "samples.h5"
     check_writable(out, "samples file")
     loaded = load_run(run, device)
-    description = "sampling" if correction is None else f"AIS warm-up ({ais_warmup} batches), then sampling"
     then = "nothing was written; free space or make it writable, then run the same command"
-    with progress_bar(description, console, total=n) as bar, _sigterm_exits(), storage_errors(out, then):
+    log_warmup, log_sampling = LogLines(console), LogLines(console)  # each phase's first line at once
+    with progress_bar("sampling" if correction is None else "AIS warm-up", console, total=max(n, ais_warmup)) as bar, \
+            _sigterm_exits(), storage_errors(out, then):
+        warming = bar.add_task("AIS warm-up", total=ais_warmup) if correction is not None else None
         task = bar.add_task("sampling", total=n)
+
+        def warmup_progress(done: int, total: int) -> None:
+            bar.update(warming, completed=done)
+            log_warmup(f"AIS warm-up: batch {done}/{total}, {time.perf_counter() - started:.0f} s", last=done == total)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done)
+            log_sampling(f"sampling: {done:,}/{total:,} samples, {time.perf_counter() - started:.0f} s",
+                         last=done == total)
+
         write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
-                      progress=lambda done, total: bar.update(task, completed=done), correction=correction)
+                      progress=progress, correction=correction, warmup_progress=warmup_progress)
+    wall = time.perf_counter() - started
     samples = read_samples(out, positions=False)
     table = Table(title=f"{loaded.system.name} · {n:,} samples · seed {seed}", show_header=False)
     table.add_row("ESS (Kish)", f"[bold]{100 * kish_ess(torch.from_numpy(samples.log_w)).item():.2f}%[/bold]")
@@ -116,8 +131,10 @@ def sample(
         table.add_row("gradient evaluations", f"{attrs['ais_gradient_evaluations_per_sample']} per sample "
                                               f"(+ {attrs['ais_warmup_evaluations']:,} target evaluations in the "
                                               "warm-up)")
-    table.add_row("wall time", f"{samples.attrs['sampling_seconds']:.1f} s "
-                               f"({1e3 * samples.attrs['sampling_seconds'] / n:.3f} ms per sample)")
+    drawing = samples.attrs["sampling_seconds"]
+    warmup = f"AIS warm-up {samples.attrs['ais_warmup_seconds']:.1f} s, " if correction is not None else ""
+    table.add_row("wall time", f"{wall:.1f} s in all ({warmup}drawing {drawing:.1f} s: "
+                               f"{1e3 * drawing / n:.3f} ms per sample)")
     table.add_row("mirror images", f"{(~samples.right_handed).sum():,} ({100 * (~samples.right_handed).mean():.2f}%)")
     if resample:
         table.add_row("resampled", f"{resample:,} conformations (resampled/)")
@@ -134,8 +151,9 @@ def export(
 ) -> None:
     """Write the conformations of a samples file as a trajectory MD tools read (through mdtraj).
 
-    The topology is the system's. Weighted samples keep their weights only in the samples file: export --resampled
-    for conformations that are Boltzmann-distributed as they are. h5 is mdtraj's HDF5 format.
+    The topology is the system's. Weighted samples are not Boltzmann-distributed as they are: their importance weights
+    are written beside the trajectory (e.g. samples.weights.txt, one per frame, summing to 1; mirror images 0).
+    export --resampled writes conformations that are Boltzmann-distributed as they are. h5 is mdtraj's HDF5 format.
 
     [bold]Examples[/bold]:
       boltzflow export runs/ala/samples.h5 --format dcd
@@ -144,7 +162,7 @@ def export(
     from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable
     from boltzflow.runs import export_samples
-    from boltzflow.runs.export import WITHOUT_TOPOLOGY, topology_file
+    from boltzflow.runs.export import WITHOUT_TOPOLOGY, topology_file, weights_file
 
     if out is not None:
         check_writable(out, "trajectory file")
@@ -153,6 +171,10 @@ def export(
     console.print(f"wrote {path}")
     if path.suffix.lstrip(".") in WITHOUT_TOPOLOGY:
         console.print(f"its topology: {topology_file(path)} (e.g. mdtraj.load('{path}', top='{topology_file(path)}'))",
+                      soft_wrap=True)
+    if not resampled:
+        console.print(f"its weights: {weights_file(path)} (importance weights, one per frame, summing to 1: the "
+                      "frames are not Boltzmann-distributed without them; --resampled exports frames that are)",
                       soft_wrap=True)
 
 
@@ -192,7 +214,9 @@ def report_table(report) -> Table:
     for key, e in report.delta_f.items():
         enough = all(report.states[name].enough for name in key.split(" -> "))
         shown = _estimate(e) if enough else f"{e.value:.3f}  {withheld}"
-        table.add_row(f"ΔF {key.replace('->', '→')}", f"{shown}  ({e.value * report.kT:.2f} kJ/mol){caveat}")
+        known = report.comparison.delta_f.get(key) if report.comparison is not None else None
+        beside = f"; reference {known.value:.3f} [{known.low:.3f}, {known.high:.3f}]" if known is not None else ""
+        table.add_row(f"ΔF {key.replace('->', '→')}", f"{shown}  ({e.value * report.kT:.2f} kJ/mol){caveat}{beside}")
     if not all(state.enough for state in report.states.values()):
         table.add_row("withheld", f"a state with fewer than {MIN_STATE_ESS:g} effective samples: its weight rests on "
                                   "a handful of draws, and resampling them cannot show what they miss; draw more "
@@ -228,7 +252,8 @@ def _comparison_table(comparison) -> Table:
 def free_energy(
     source: Path = typer.Argument(..., help="Run directory or samples file."),
     reference: Optional[Path] = typer.Option(None, help="md.h5 (boltzflow md), any trajectory mdtraj reads, or a "
-                                                        "boltzflow umbrella folder."),
+                                                        "boltzflow umbrella folder. Default: the reference shipped "
+                                                        "with the system, if any (alanine-dipeptide: its ΔF)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write every number as JSON to this file; "
                                                                 "'-' prints it instead of the tables."),
     plots: Optional[Path] = typer.Option(None, help="Folder for PNGs: Ramachandran plots and PMFs."),
@@ -248,6 +273,9 @@ def free_energy(
     From a run directory, reads RUN/samples.h5 when present (it must come from the run's current model) unless -n is
     given; otherwise draws -n samples (default 100,000) without storing them. Mirror images are reported and excluded.
 
+    Each ΔF is shown beside the reference's. Without --reference that is the one shipped with the system, if any
+    (alanine-dipeptide: ΔF from 2-D umbrella sampling, 6 repeats, in benchmarks/RESULTS.md).
+
     --reference adds histogram KLs of the dihedral marginals (200 bins) and the Ramachandran plane (64×64), ΔF of the
     reference and, for trajectories with the run's model, EUBO and forward KL at the reference conformations.
 
@@ -256,7 +284,7 @@ def free_energy(
       boltzflow free-energy runs/ala/samples.h5 --reference md.h5 --plots figures --json report.json
       boltzflow free-energy runs/ala -n 200000 --reference umbrella --json -
     """
-    from boltzflow.runs import free_energy_report, load_reference, report_plots, samples_for
+    from boltzflow.runs import free_energy_report, load_reference, report_plots, samples_for, shipped_reference
     from boltzflow.io import atomic_path, check_writable
     from boltzflow.threads import use_threads
     from boltzflow.training.run import load_run
@@ -272,11 +300,11 @@ def free_energy(
         task = bar.add_task("sampling", total=n)
         samples, run = samples_for(source, n, batch_size, device, seed,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
-    ref = load_reference(reference, samples.system) if reference is not None else None
+    ref = load_reference(reference, samples.system) if reference is not None else shipped_reference(samples.system)
     if ref is not None and ref.kind == "trajectory" and run is None and samples.run_dir is not None:
         run = load_run(samples.run_dir, device)
     report = free_energy_report(samples, ref, run, keep_mirror, seed=seed)
-    written = report_plots(samples, plots, ref, keep_mirror, seed=seed) if plots is not None else []
+    written = report_plots(samples, plots, ref, keep_mirror, seed=seed, psis=report.psis) if plots is not None else []
     data = {**report.as_dict(), "plots": [str(p) for p in written]}
     text = json.dumps(data, indent=1)
     if quiet:

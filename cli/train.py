@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -11,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from boltzflow.cli.console import console, progress_bar
+from boltzflow.cli.console import LogLines, console, progress_bar
 
 if TYPE_CHECKING:
     from boltzflow.training.settings import Settings
@@ -30,7 +28,10 @@ def _summary_table(summary: dict, out: Path) -> Table:
     table = Table(title=f"{summary['system']} · {summary['objective']} · seed {summary['seed']}", show_header=False)
     table.add_row("stopped", f"{summary['stopped']} at step {summary['step']:,} of {summary['steps']:,}")
     table.add_row("target evaluations", f"{summary['evaluations']:,}")
-    table.add_row("wall time", f"{summary['wall_time'] / 60:.1f} min")
+    training, final = summary["wall_time"], summary["final_seconds"]
+    table.add_row("wall time", f"{(training + final) / 60:.1f} min in all (training {training / 60:.1f} min, final "
+                               f"evaluation {final / 60:.1f} min)" if summary["stopped"] == "done" else
+                               f"{training / 60:.1f} min of training")
     if summary["skipped"]:
         table.add_row("skipped steps", f"{summary['skipped']} (non-finite loss or gradient)")
     table.add_row("run directory", str(out))
@@ -120,16 +121,25 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
     answer: dict = {}
 
     def final(run) -> dict:  # one draw of fresh samples: summary.json, report.json and the plots
-        answer["report"], answer["plots"] = _final_report(run, out, settings)
+        evaluation = bar.add_task("final evaluation", total=settings.final_samples, info="")
+        log_evaluation = LogLines(printer)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(evaluation, completed=done)
+            log_evaluation(f"final evaluation: {done:,}/{total:,} samples", last=done == total)
+
+        answer["report"], answer["plots"] = _final_report(run, out, settings, progress)
         report = answer["report"]
         return {"ess": report.ess, "khat": report.psis.khat, "log_z": report.log_z.value,
                 "mirror": report.n_mirror / max(1, report.n),
                 **{f"pop_{name}": estimate.value for name, estimate in report.populations.items()}}
 
-    with progress_bar("training", printer, total=settings.steps, info=True, disable=printer.quiet) as bar:
+    total = max(settings.steps, settings.final_samples)
+    with progress_bar("final evaluation", printer, total=total, info=True, disable=printer.quiet) as bar:
         task = bar.add_task("training", total=settings.steps, info="")
-        state: dict = {"printed": -math.inf}
+        state: dict = {}
         held_out = settings.eval_batch_size
+        log = LogLines(printer)
 
         def on_step(step: int, record: dict) -> None:
             if "eval_ess" in record:  # a small-sample figure: heavy-tailed weights make it overstate
@@ -138,13 +148,9 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
             info = f"loss {loss:.2f}" if loss == loss else "loss skipped"
             info = f"{info}  {state.get('eval', '')}  evals {record.get('evaluations', 0):,}"
             bar.update(task, completed=step, info=info)
-            # no terminal (a Slurm log, a pipe): a plain line at the logged steps, at most every 30 s
-            now = time.monotonic()
-            if not printer.is_terminal and "eval_ess" in record and (now - state["printed"] >= 30
-                                                                     or step == settings.steps):
-                state["printed"] = now
-                printer.print(f"step {step:,}/{settings.steps:,}  {info}  "
-                              f"wall {record.get('wall_time', 0) / 60:.1f} min", soft_wrap=True)
+            if "eval_ess" in record:  # no terminal: a plain line at the logged steps, at most every 30 s
+                log(f"step {step:,}/{settings.steps:,}  {info}  wall {record.get('wall_time', 0) / 60:.1f} min",
+                    last=step == settings.steps)
 
         printer.print(f"training {settings.objective} on {settings.system} → {out}")
         with storage_errors(out, f"the last checkpoint is kept; free space or make it writable, then {resume_hint}"):
@@ -167,17 +173,19 @@ def _raise_stopped(name: str) -> None:
     raise _Stopped(name)
 
 
-def _final_report(run, out: Path, settings: Settings):
+def _final_report(run, out: Path, settings: Settings, progress=None):
     """What the trained generator says: ESS with k̂, populations and ΔF with intervals on
-    ``final_samples`` fresh samples (OUT/report.json), the Ramachandran and PMF plots in OUT."""
+    ``final_samples`` fresh samples (OUT/report.json), the Ramachandran and PMF plots in OUT;
+    ``progress(done, total)`` after each batch of samples drawn."""
     import json
 
+    from boltzflow.runs.references import shipped_reference
     from boltzflow.runs.report import draw_weighted_samples, free_energy_report, report_plots
     from boltzflow.io import atomic_path
 
-    samples = draw_weighted_samples(run, settings.final_samples, seed=settings.seed, run_dir=out)
-    report = free_energy_report(samples, seed=settings.seed)
-    plots = report_plots(samples, out)
+    samples = draw_weighted_samples(run, settings.final_samples, seed=settings.seed, run_dir=out, progress=progress)
+    report = free_energy_report(samples, shipped_reference(run.system), seed=settings.seed)
+    plots = report_plots(samples, out, psis=report.psis)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps({**report.as_dict(), "plots": [str(p) for p in plots]}, indent=1) + "\n")
     return report, plots

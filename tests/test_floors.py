@@ -8,7 +8,7 @@ import boltzflow
 
 # lowest first; a top-level module or subpackage of boltzflow → its floor
 FLOORS = [
-    {"errors", "domains", "geometry", "units", "numerics", "io", "threads"},
+    {"errors", "domains", "geometry", "units", "numerics", "io", "threads", "catalog"},
     {"flows", "energy"},
     {"coordinates", "sampling", "analysis"},
     {"systems", "peptides"},

@@ -70,7 +70,9 @@ def test_wheel_holds_every_module_and_is_what_gets_imported(installed):
     py, bindir, tmp = installed
     modules = source_modules()
     code = ("import importlib, boltzflow, sys; "
-            f"[importlib.import_module(m) for m in {modules!r}]; print(boltzflow.__file__)")
+            f"[importlib.import_module(m) for m in {modules!r}]; print(boltzflow.__file__); "
+            "from boltzflow.runs.references import SHIPPED; "  # package data beside the modules
+            "assert (SHIPPED / 'alanine-dipeptide' / 'free_energies.json').is_file()")
     proc = subprocess.run([str(py), "-c", code], cwd=tmp, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).is_relative_to(tmp / "venv"), proc.stdout

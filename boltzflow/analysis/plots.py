@@ -7,6 +7,7 @@ shown in degrees, free energies in kT.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -45,29 +46,43 @@ def cv_symbol(name: str) -> str:
 
 
 def plot_ramachandran(rows: Mapping[tuple[str, str], Mapping[str, Surface]], path: Union[str, Path],
-                      max_free_energy: float = 10.0, fill_empty: bool = False) -> Path:
+                      max_free_energy: float = 10.0, fill_empty: bool = False, note: str = "") -> Path:
     """Free-energy surfaces, one row per pair of CVs (e.g. each residue's φ, ψ), side by side
-    within a row (e.g. flow, reweighted flow, reference); one colour scale from 0 to
-    ``max_free_energy`` kT; empty bins white, or (``fill_empty``, for a reference that covered
-    the whole plane) in the colour of ``max_free_energy`` and above. Returns ``path``."""
+    within a row (e.g. flow, reweighted flow, reference); one colour scale from 0 to the highest
+    finite free energy (rounded up to whole kT), at most ``max_free_energy`` kT: bins above it
+    take the top colour and the colour bar says so (an arrow and its label). Empty bins white,
+    or (``fill_empty``, for a reference that covered the whole plane) in the top colour too.
+    ``note`` (e.g. an unreliable PSIS verdict) is written in red above the panels. Returns ``path``."""
     n_columns = max(len(surfaces) for surfaces in rows.values())
-    figure = _figure(figsize=(4.2 * n_columns + 0.8, 3.8 * len(rows)), constrained_layout=True)
+    figure = _figure(figsize=(4.2 * n_columns + 0.8, 3.8 * len(rows) + (0.3 if note else 0)), constrained_layout=True)
     axes = figure.subplots(len(rows), n_columns, squeeze=False)
+    highest = max(float(np.nanmax(f, initial=0.0)) for f in
+                  (_finite_or_nan(s.free_energy) for surfaces in rows.values() for s in surfaces.values()))
+    top = min(max(1.0, math.ceil(highest)), max_free_energy)
+    clipped = highest > top
     image = None
     for row, ((first, second), surfaces) in zip(axes, rows.items()):
         for ax, (title, surface) in zip(row, surfaces.items()):
             f = surface.free_energy.detach().cpu().double().numpy() if fill_empty else _finite_or_nan(surface.free_energy)
-            f = np.minimum(f, max_free_energy)
-            image = ax.imshow(f.T, origin="lower", extent=(-180, 180, -180, 180), vmin=0, vmax=max_free_energy,
+            image = ax.imshow(np.minimum(f, top).T, origin="lower", extent=(-180, 180, -180, 180), vmin=0, vmax=top,
                               cmap="viridis", interpolation="nearest")
             ax.set(title=title, xlabel=f"{cv_symbol(first)} (°)", ylabel=f"{cv_symbol(second)} (°)",
                    xticks=range(-180, 181, 90), yticks=range(-180, 181, 90))
         for ax in row[len(surfaces):]:
             ax.set_axis_off()
-    label = f"free energy (kT); ≥ {max_free_energy:g} and unsampled at the top" if fill_empty else "free energy (kT)"
-    figure.colorbar(image, ax=axes.ravel().tolist(), label=label, extend="max" if fill_empty else "neither",
+    above = [f"above {top:g} kT" if clipped else "", "unsampled" if fill_empty else ""]
+    above = " and ".join(a for a in above if a)
+    label = f"free energy (kT); {above} in the top colour" if above else "free energy (kT)"
+    figure.colorbar(image, ax=axes.ravel().tolist(), label=label, extend="max" if above else "neither",
                     shrink=min(1.0, 1.5 / len(rows)) if len(rows) > 1 else 1.0)
+    _mark(figure, note)
     return _save(figure, path)
+
+
+def _mark(figure, note: str) -> None:
+    """``note`` in red above the figure's panels (nothing when empty)."""
+    if note:
+        figure.suptitle(note, color="firebrick", fontsize="medium", fontweight="bold")
 
 
 def pmf_axis_top(profiles: Mapping[str, Profile], max_free_energy: float) -> float:
@@ -79,24 +94,49 @@ def pmf_axis_top(profiles: Mapping[str, Profile], max_free_energy: float) -> flo
     return min(max(finite, default=1.0) + 0.5, max_free_energy)
 
 
+def pmf_band(profile: Profile, top: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The band drawn at each bin of ``profile``: (low, high, unbounded) [bins]. Finite
+    wherever the free energy is (NaN in empty bins); a band end at ±inf (the bootstrap
+    resampled the bin empty more often than the interval's tail allows) is drawn to the
+    axis ``top`` (or 0 below) and ``unbounded`` marks those bins."""
+    f, low, high = (_finite_or_nan(v) for v in (profile.free_energy, profile.low, profile.high))
+    sampled = np.isfinite(f)
+    unbounded = sampled & ~(np.isfinite(low) & np.isfinite(high))
+    low = np.where(sampled, np.where(np.isfinite(low), np.minimum(low, f), min(0.0, np.nanmin(f))), np.nan)
+    high = np.where(sampled, np.where(np.isfinite(high), np.maximum(high, f), max(top, np.nanmax(f))), np.nan)
+    return low, high, unbounded
+
+
 def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = "φ",
-             max_free_energy: float = 20.0) -> Path:
-    """PMF curves with their confidence bands, one line per profile, up to ``max_free_energy``
-    kT (bins above it lie off the plot, as the title says). Returns ``path``."""
-    figure = _figure(figsize=(6, 4), constrained_layout=True)
+             max_free_energy: float = 20.0, note: str = "") -> Path:
+    """PMF curves, one line per profile, broken where a bin holds no sample, up to
+    ``max_free_energy`` kT (bins above it lie off the plot, as the title says). Every plotted
+    bin carries its band as a box one bin wide: the profile's own interval ([``low``, ``high``],
+    a percentile bootstrap over the samples for flow samples, MBAR's for an umbrella), hatched
+    where it is unbounded above (``pmf_band``). ``note`` (e.g. an unreliable PSIS verdict) is
+    written in red above the plot. Returns ``path``."""
+    figure = _figure(figsize=(6, 4.3 if note else 4), constrained_layout=True)
     ax = figure.subplots()
+    top = pmf_axis_top(profiles, max_free_energy)
+    hatched = False
     for label, profile in profiles.items():
         x = np.degrees(profile.centers.detach().cpu().numpy())
-        f, low, high = (_finite_or_nan(v) for v in (profile.free_energy, profile.low, profile.high))
+        width = 360.0 / len(x)
+        f = _finite_or_nan(profile.free_energy)
+        low, high, unbounded = pmf_band(profile, top)
         (line,) = ax.plot(x, f, marker=".", markersize=3, label=label)
-        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
+        for rows, hatch in ((np.isfinite(f) & ~unbounded, None), (unbounded, "////")):
+            ax.bar(x[rows], (high - low)[rows], width=width, bottom=low[rows], color=line.get_color(), alpha=0.25,
+                   linewidth=0, hatch=hatch, edgecolor=line.get_color() if hatch else None)
+        hatched |= bool(unbounded.any())
     level = next(iter(profiles.values())).level if profiles else 0.95
-    top = pmf_axis_top(profiles, max_free_energy)
     clipped = any(np.nanmax(_finite_or_nan(p.free_energy), initial=-np.inf) > top for p in profiles.values())
+    bottom = min(0.0, *(float(np.nanmin(_finite_or_nan(p.low), initial=0.0)) for p in profiles.values())) - 0.5
     ax.set(xlabel=f"{cv} (°)", ylabel="free energy (kT)", xlim=(-180, 180), xticks=range(-180, 181, 60),
-           ylim=(min(0.0, *(float(np.nanmin(_finite_or_nan(p.low), initial=0.0)) for p in profiles.values())) - 0.5,
-                 top),
-           title=f"PMF along {cv} (bands: {level:.0%} confidence)" + (f"; bins above {top:g} kT not shown"
-                                                                    if clipped else ""))
+           ylim=(bottom, top), title=f"PMF along {cv} (bands: {level:.0%} confidence"
+                                     + ("; hatched: unbounded above" if hatched else "") + ")"
+                                     + (f"; bins above {top:g} kT not shown" if clipped else ""))
+    ax.title.set_fontsize("medium")
     ax.legend()
+    _mark(figure, note)
     return _save(figure, path)

@@ -8,9 +8,10 @@ reference simulations of ``boltzflow.reference``; nothing below imports it.
 """
 
 from .export import export_samples
-from .references import REFERENCE_KINDS, Comparison, Reference, load_reference
+from .references import REFERENCE_KINDS, Comparison, Reference, load_reference, shipped_reference
 from .report import FreeEnergyReport, WeightedSamples, free_energy_report, report_plots, samples_for, state_pairs
 from .samples import write_samples
 
 __all__ = ["REFERENCE_KINDS", "Comparison", "FreeEnergyReport", "Reference", "WeightedSamples", "export_samples",
-           "free_energy_report", "load_reference", "report_plots", "samples_for", "state_pairs", "write_samples"]
+           "free_energy_report", "load_reference", "report_plots", "samples_for", "shipped_reference", "state_pairs",
+           "write_samples"]

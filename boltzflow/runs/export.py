@@ -4,8 +4,10 @@ Formats: ``dcd``, ``xtc`` (1e-3 nm precision), ``pdb`` (one MODEL per frame) and
 (mdtraj's HDF5 format, written with h5py by ``boltzflow.reference.trajectory``, so PyTables
 is not needed; ``potentialEnergy`` holds u·kT in kJ/mol). The topology is the system's, the
 system being named in the file's attributes. Frames carry no time: ``time`` is the frame
-index. Weighted samples are exported as they are (their weights stay in the samples file);
-``resampled=True`` exports the unweighted, Boltzmann-distributed conformations instead.
+index. Weighted samples are exported as they are, with their importance weights beside the
+trajectory (``weights_file``): a frame's weight is what it counts for in any average; mirror
+images get weight 0, as in the free-energy report. ``resampled=True`` exports the unweighted,
+Boltzmann-distributed conformations instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+import torch
 
+from ..analysis.estimate import normalized_weights
 from ..errors import BoltzflowError
 from ..io.atomic import atomic_path
 from ..io.samples import open_samples, read_attributes
@@ -32,6 +36,27 @@ def topology_file(trajectory: Union[str, Path]) -> Path:
     ``runs/ala/samples.xtc`` → ``runs/ala/samples.topology.pdb``."""
     trajectory = Path(trajectory)
     return trajectory.with_name(f"{trajectory.stem}.topology.pdb")
+
+
+def weights_file(trajectory: Union[str, Path]) -> Path:
+    """The text file of weights written beside a trajectory of weighted samples:
+    ``runs/ala/samples.xtc`` → ``runs/ala/samples.weights.txt``."""
+    trajectory = Path(trajectory)
+    return trajectory.with_name(f"{trajectory.stem}.weights.txt")
+
+
+def _write_weights(samples: Path, trajectory: Path) -> Path:
+    """``weights_file(trajectory)``: the self-normalised importance weight of each frame [frames]
+    (sum 1; mirror images 0), one per line after a comment header."""
+    with open_samples(samples) as f:
+        log_w, right_handed = f["log_w"][()], f["right_handed"][()]
+    w = normalized_weights(torch.from_numpy(np.where(right_handed, log_w, -np.inf))).numpy()
+    header = (f"importance weights of the frames of {trajectory.name} (from {samples.name}), one per frame in order, "
+              "summing to 1; mirror images (wrong chirality) weigh 0.\nAverage an observable as sum(w * value); "
+              "export --resampled gives unweighted, Boltzmann-distributed frames instead.")
+    with atomic_path(weights_file(trajectory)) as tmp:
+        np.savetxt(tmp, w, fmt="%.10e", header=header)
+    return weights_file(trajectory)
 
 
 def _format(out: Optional[Path], format: Optional[str]) -> str:
@@ -77,8 +102,9 @@ def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None
     ``format``: dcd, xtc, pdb or h5; default from the suffix of ``out``. ``out`` defaults
     to the samples file with the format's suffix: ``samples.dcd``, ``samples.trajectory.h5``,
     with ``.resampled`` before the suffix for resampled conformations. dcd and xtc hold no
-    topology: a PDB of the first frame is written beside them (``topology_file``). Written
-    atomically; returns the trajectory's path.
+    topology: a PDB of the first frame is written beside them (``topology_file``). Weighted
+    samples (not ``resampled``) get their weights beside the trajectory (``weights_file``).
+    Written atomically; returns the trajectory's path.
     """
     import mdtraj
 
@@ -107,4 +133,6 @@ def export_samples(samples: Union[str, Path], out: Union[str, Path, None] = None
     if format in WITHOUT_TOPOLOGY:
         with atomic_path(topology_file(out)) as tmp:
             mdtraj.Trajectory(xyz[:1], system.topology).save_pdb(str(tmp))
+    if not resampled:
+        _write_weights(samples, out)
     return out

@@ -13,6 +13,11 @@
 
 Each kind ``compare``s weighted samples into a ``Comparison`` and gives the curves it adds
 to the report's plots (``ramachandran_rows``, ``pmf_profiles``).
+
+Shipped references (``shipped_reference``): a shipped system may come with the settled ΔF of
+its states, ``shipped/<name>/free_energies.json`` beside this module (an umbrella folder's file
+without its PMF: alanine-dipeptide's from benchmarks/RESULTS.md, 6 repeats of 2-D umbrella
+sampling); the report compares with it when no other reference is given.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from .report import WeightedSamples
 
 MARGINAL_BINS, RAMACHANDRAN_BINS, PMF_BINS = 200, 64, 72
+SHIPPED = Path(__file__).parent / "shipped"
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ class UmbrellaReference:
             plane = {"total_variation": total_variation(p, q).item(), "kl": kl_divergence(p, q).item()}
             bins["ramachandran"] = len(self.plane[1])
         else:
-            notes.append("umbrella reference: ΔF and the PMF only")
+            notes.append(f"umbrella reference: ΔF{' and the PMF' if self.profiles else ''} only")
         return Comparison(self.kind, str(self.path), 0, bins, marginal, plane, delta,
                           {k: flow_delta[k].value - v.value for k, v in delta.items()}, note="; ".join(notes))
 
@@ -233,6 +239,17 @@ def load_reference(path: Union[str, Path], system, level: float = 0.95) -> Refer
     path = Path(path)
     kind = next(kind for kind in REFERENCE_KINDS if kind.accepts(path))
     return kind.read(path, system, level)
+
+
+def shipped_reference(system) -> Optional[Reference]:
+    """The reference shipped for ``system`` (module docstring) when it is the shipped system of
+    that name (not a folder of the user's that shares the name), else None."""
+    from ..systems import available_systems
+
+    folder, shipped = SHIPPED / system.name, available_systems().get(system.name)
+    if not folder.is_dir() or shipped is None or Path(system.folder).resolve() != shipped.resolve():
+        return None
+    return load_reference(folder, system)
 
 
 def reference_log_densities(run, xyz: np.ndarray, batch_size: int = 8192) -> tuple[Tensor, Tensor]:

@@ -216,12 +216,16 @@ def ramachandran_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def report_plots(samples: WeightedSamples, folder: Union[str, Path], reference: Optional[Reference] = None,
-                 keep_mirror: bool = False, level: float = 0.95, seed: int = 0) -> list:
+                 keep_mirror: bool = False, level: float = 0.95, seed: int = 0,
+                 psis: Optional[ParetoDiagnostic] = None) -> list:
     """PNGs in ``folder``: ``ramachandran.png`` (flow, reweighted flow, reference trajectory;
     a row per residue's φ, ψ, else the first two CVs) and ``pmf_<cv>.png`` per CV (reweighted flow with its bootstrap band,
-    the reference's PMF overlaid). Returns the paths."""
+    the reference's PMF overlaid). When ``psis`` (the samples' k̂, ``FreeEnergyReport.psis``) says
+    "unreliable", every figure says so. Returns the paths."""
     from ..analysis.plots import cv_symbol, plot_pmf, plot_ramachandran   # matplotlib: loaded on use
 
+    note = (f"PSIS k̂ {psis.khat:.2f} > {psis.threshold:.2f}: unreliable weights, do not trust these free energies"
+            if psis is not None and psis.verdict == "unreliable" else "")
     folder = Path(folder)
     exclude = None if keep_mirror else ~samples.right_handed
     names, paths = list(samples.cvs), []
@@ -234,11 +238,11 @@ def report_plots(samples: WeightedSamples, folder: Union[str, Path], reference: 
         if reference is not None:
             rows[first, second].update(reference.ramachandran_rows(first, second))
     if rows:
-        paths.append(plot_ramachandran(rows, folder / "ramachandran.png"))
+        paths.append(plot_ramachandran(rows, folder / "ramachandran.png", note=note))
     for name in names:
         profiles = {"flow, reweighted": pmf(samples.cvs[name], samples.log_w, PMF_BINS, exclude, level,
                                             generator=seeded(seed, samples.log_w.device))}
         if reference is not None:
             profiles.update(reference.pmf_profiles(name, level, seed))
-        paths.append(plot_pmf(profiles, folder / f"pmf_{name}.png", cv=cv_symbol(name)))
+        paths.append(plot_pmf(profiles, folder / f"pmf_{name}.png", cv=cv_symbol(name), note=note))
     return paths

@@ -26,12 +26,13 @@ from ..units import thermal_energy
 CHUNK_BYTES = 1 << 18
 
 
-def sample_batches(run, n: int, batch_size: int, seed: int = 0, correction=None) -> Iterator[dict]:
+def sample_batches(run, n: int, batch_size: int, seed: int = 0, correction=None,
+                   warmup_progress: Optional[Callable[[int, int], None]] = None) -> Iterator[dict]:
     """Draw ``n`` samples of ``run`` in batches: dicts of CPU numpy arrays with the datasets of
     a samples file (``log_w`` not yet normalised) and ``cvs`` / ``states`` dicts.
 
-    ``correction``: an ``AISCorrection``, warmed up (if not yet) before the first batch;
-    batches then also hold ``log_w_flow``.
+    ``correction``: an ``AISCorrection``, warmed up (if not yet) before the first batch, calling
+    ``warmup_progress(done, batches)`` after each warm-up batch; batches then also hold ``log_w_flow``.
     Seeds torch's RNG with ``seed`` inside a fork, so the caller's RNG state is untouched."""
     if n < 1 or batch_size < 1:
         raise BoltzflowError(f"the number of samples and the batch size must be >= 1, got {n} and {batch_size}")
@@ -39,7 +40,7 @@ def sample_batches(run, n: int, batch_size: int, seed: int = 0, correction=None)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         if correction is not None and correction.ais is None:
-            correction.warm_up(run)
+            correction.warm_up(run, warmup_progress)
         weights = ("log_q", "u", "log_w") if correction is None else ("log_q", "u", "log_w", "log_w_flow")
         for start in range(0, n, batch_size):
             draw = run.draw(min(batch_size, n - start), correction=correction)
@@ -115,7 +116,8 @@ def check_disk(path: Path, n: int, resample: int, n_atoms: int, itemsize: int) -
 
 def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, seed: int = 0, resample: int = 0,
                   model: Union[str, Path, None] = None, run_dir: Union[str, Path, None] = None,
-                  progress: Optional[Callable[[int, int], None]] = None, correction=None) -> Path:
+                  progress: Optional[Callable[[int, int], None]] = None, correction=None,
+                  warmup_progress: Optional[Callable[[int, int], None]] = None) -> Path:
     """Draw ``n`` samples from ``run`` (a ``boltzflow.training.run.Run``) in batches of
     ``batch_size`` and write them to ``path`` (layout in the module docstring).
 
@@ -125,7 +127,8 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
     ``resample``: also write that many unweighted conformations under ``resampled/``.
     ``model``: the model file the run was loaded from (its SHA-256 goes into the attributes;
     default ``model_file(run_dir)`` when ``run_dir`` is given). ``progress(done, n)`` is called
-    after each batch. Returns ``path``; an existing file is replaced only on success.
+    after each batch, ``warmup_progress(done, batches)`` after each AIS warm-up batch. Returns
+    ``path``; an existing file is replaced only on success.
     """
     if resample < 0:
         raise BoltzflowError(f"resample must be >= 0 conformations, got {resample}")
@@ -148,7 +151,7 @@ def write_samples(run, path: Union[str, Path], n: int, batch_size: int = 8192, s
         f.attrs.update(attrs)
         datasets, done = None, 0
         started = time.perf_counter()
-        for batch in sample_batches(run, n, batch_size, seed, correction):
+        for batch in sample_batches(run, n, batch_size, seed, correction, warmup_progress):
             if datasets is None:
                 datasets = _writers(f, batch, n)
             size = len(batch["u"])

@@ -135,7 +135,8 @@ class AIS(nn.Module):
         return torch.stack([k.step_size for k in self.kernels])
 
     def warm_up(self, draw: Callable[[], tuple[Tensor, Tensor]], log_q_fn: LogDensity, log_p_fn: LogDensity,
-                iterations: int, gain: float = 1.0, precondition: Optional[str] = "spread") -> Tensor:
+                iterations: int, gain: float = 1.0, precondition: Optional[str] = "spread",
+                progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
         """Tune each level's step size on ``iterations`` warm-up batches, then freeze them.
 
         ``draw()`` returns a fresh batch (x [batch, dim], log q(x) [batch]) of q; the weights
@@ -143,8 +144,8 @@ class AIS(nn.Module):
         relative to a length per coordinate, measured on the first batch: ``"spread"``, q's
         spread (``spread``); ``"curvature"``, per level the conditional scale of π_β from its
         gradient (``gradient_scale``). Robbins–Monro gain ``gain``/√(t+1) at warm-up batch t.
-        Afterwards ``adapt`` is False. Returns the acceptance of each level at each warm-up
-        batch, [iterations, M].
+        Afterwards ``adapt`` is False. ``progress(done, iterations)`` is called after each
+        batch. Returns the acceptance of each level at each warm-up batch, [iterations, M].
         """
         if int(iterations) != iterations or iterations < 0:
             raise ValueError(f"iterations must be a non-negative integer, got {iterations}")
@@ -162,6 +163,8 @@ class AIS(nn.Module):
             for kernel, rate in zip(self.kernels, result.acceptance):
                 kernel.update_step_size(rate, gain / math.sqrt(t + 1))
             history.append(result.acceptance)
+            if progress is not None:
+                progress(t + 1, int(iterations))
         return torch.stack(history) if history else torch.zeros(0, len(self.kernels))
 
     def _precondition(self, how: str, x: Tensor, log_q_fn: LogDensity, log_p_fn: LogDensity) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -118,8 +118,9 @@ class AISCorrection:
         options = {"n_leapfrog": self.leapfrog} if self.kernel == "hmc" else {}
         return AIS_KERNELS[self.kernel](self.step_size, domains=run.flow.domains, **options)
 
-    def warm_up(self, run: "Run") -> None:
-        """Build the AIS, tune its step sizes on warm-up batches and freeze them (uses torch's RNG)."""
+    def warm_up(self, run: "Run", progress: Optional[Callable[[int, int], None]] = None) -> None:
+        """Build the AIS, tune its step sizes on warm-up batches and freeze them (uses torch's RNG);
+        ``progress(done, warmup)`` after each warm-up batch."""
         self.check_objective(run.settings.objective)
         param = next(run.flow.parameters())
         self.ais = AIS(self._kernel(run), self.levels, spacing=self.spacing, steps_per_level=self.steps,
@@ -132,7 +133,7 @@ class AISCorrection:
         before, start = run.target.evaluations, time.perf_counter()
         with _frozen_parameters(run.flow):
             self.warmup_acceptance = self.ais.warm_up(draw, run.flow.log_prob, run.target, self.warmup,
-                                                      precondition=self.precondition)
+                                                      precondition=self.precondition, progress=progress)
         self.warmup_evaluations = run.target.evaluations - before
         self.warmup_seconds = time.perf_counter() - start
 

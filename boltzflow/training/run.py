@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,10 +274,11 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
     ``config``: a configuration with config.toml's keys (``resolve_config``), read into ``Settings``.
     ``resume``: continue from ``out/checkpoints/last.pt`` when it exists (else start).
     ``final(run)``: the numbers of the trained model that go into the summary, from its
-    ``final_samples`` fresh samples; default ``run.report`` (ESS, log Z, populations).
-    The summary's ``stopped`` is ``done``, ``time-limit`` or ``signal``. Launched as several
-    processes (torchrun, srun), each trains its shards, rank 0 writes ``out`` and every
-    process returns rank 0's summary."""
+    ``final_samples`` fresh samples; default ``run.report`` (ESS, log Z, populations). The
+    summary's ``wall_time`` is the training's (s, over every invocation), ``final_seconds``
+    that of this final evaluation (0 when stopped early). The summary's ``stopped`` is
+    ``done``, ``time-limit`` or ``signal``. Launched as several processes (torchrun, srun),
+    each trains its shards, rank 0 writes ``out`` and every process returns rank 0's summary."""
     out = Path(out)
     settings = Settings.from_config(config)
     with distributed.process_group(settings.device) as device, ExitStack() as held:
@@ -313,13 +315,13 @@ def train(config: Mapping[str, Any], out: Union[str, Path], resume: bool = False
         evaluations = distributed.all_sum(sum(o.evaluations for o in objectives), trainer.device)
         summary = None
         if distributed.rank() == 0:
-            numbers = {}
+            numbers, started = {}, time.monotonic()
             if result["stopped"] == "done":
                 run.model.eval()
                 numbers = final(run) if final is not None else run.report(settings.final_samples)
             summary = {"system": run.system.name, "objective": settings.objective, "seed": settings.seed,
-                       "temperature": run.target.temperature, **result, "steps": settings.steps,
-                       "evaluations": evaluations, **numbers}
+                       "temperature": run.target.temperature, **result, "final_seconds": time.monotonic() - started,
+                       "steps": settings.steps, "evaluations": evaluations, **numbers}
             with atomic_path(out / "summary.json") as tmp:
                 tmp.write_text(json.dumps(summary, indent=1) + "\n")
         return distributed.broadcast(summary)

@@ -276,3 +276,30 @@ def test_a_state_on_too_few_effective_samples_has_its_interval_withheld(system):
     text = console.file.getvalue()
     assert "interval withheld  (N 4, effective 4.0)" in text and "fewer than 10 effective samples" in text
     assert "± the standard error (bootstrap over the samples; log Z: delta method), [ ] the 95% interval" in text
+
+
+def test_plots_of_unreliable_weights_carry_the_verdict(system, tmp_path, monkeypatch):
+    import boltzflow.analysis.plots as plots
+    from boltzflow.analysis.psis import ParetoDiagnostic
+
+    notes, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda figure, path: notes.append(figure._suptitle) or save(figure, path))
+    report_plots(synthetic(system), tmp_path / "good", psis=ParetoDiagnostic(0.3, 0.7, 3000))
+    assert notes == [None, None, None]
+    report_plots(synthetic(system), tmp_path / "bad", psis=ParetoDiagnostic(0.93, 0.7, 3000))
+    assert len(notes) == 6 and all("k̂ 0.93" in t.get_text() and "unreliable" in t.get_text() for t in notes[3:])
+
+
+def test_only_the_shipped_system_has_its_shipped_reference(system, tmp_path):
+    from boltzflow.runs import shipped_reference
+
+    reference = shipped_reference(system)
+    assert reference.kind == "umbrella" and reference.profiles == {} and reference.plane is None
+    estimate = reference.delta_f["phi_negative -> phi_positive"]
+    assert (estimate.value, estimate.low, estimate.high, estimate.n) == (5.8298, 5.75, 5.9097, 6)
+    assert shipped_reference(load_system("alanine-dipeptide-vacuum")) is None  # none shipped
+    copy = tmp_path / "mine"  # a folder of the user's with the same name: another force field, perhaps
+    shutil.copytree(system.folder, copy, ignore=shutil.ignore_patterns("*.py"))
+    assert shipped_reference(load_system(copy)) is None
+    comparison = free_energy_report(synthetic(system), reference, n_boot=N_BOOT).comparison
+    assert comparison.delta_f_difference and comparison.note == "umbrella reference: ΔF only"

@@ -35,3 +35,34 @@ def test_unknown_example_is_one_line_error_without_traceback():
     assert proc.returncode == 2
     assert "unknown example 'nope'" in proc.stderr and "first-flow" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def heavy_modules_of(*argv: str) -> tuple[str, list]:
+    """``boltzflow ARGV`` in a fresh interpreter: its output, and which of torch, openmm and mdtraj it imported."""
+    code = ("import sys\nfrom boltzflow.cli.app import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('heavy:', [m for m in ('torch', 'openmm', 'mdtraj') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    output, _, heavy = proc.stdout.rpartition("heavy: ")
+    return output, eval(heavy)
+
+
+def test_listing_systems_reads_their_files_only():
+    """No OpenMM system is built and torch is not imported (listing took 3-5 s, now well under 1 s)."""
+    from boltzflow.catalog import system_descriptions
+    from boltzflow.systems import system_descriptions as loaded_descriptions
+
+    output, heavy = heavy_modules_of("systems")
+    assert heavy == [] and "alanine-hexapeptide" in output and "180" in output  # 62 atoms: 180 dimensions
+    assert system_descriptions() == loaded_descriptions()  # what boltzflow.systems says of them
+
+
+def test_info_imports_torch_only_to_ask_a_gpu_build_for_devices():
+    import torch
+
+    output, heavy = heavy_modules_of("info")
+    if torch.version.cuda is None and torch.version.hip is None:
+        assert "torch" not in heavy and f"{torch.__version__} (CUDA not available: a CPU-only build)" in output
+    else:
+        assert "torch" in heavy and "CUDA" in output
+    assert "openmm" in output

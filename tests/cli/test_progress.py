@@ -43,3 +43,27 @@ def test_a_narrow_terminal_keeps_counter_elapsed_and_remaining_whole():
         for essential in ("training", "405/4000", "0:01:02", "ETA 0:09:10"):  # 62 s × 3595 / 405
             assert essential in line, (width, line)
     assert "evals 1,024,000" in render(120, 405, 62.0)
+
+
+def test_each_phase_has_its_own_row_named_by_its_task():
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
+    bar = progress_bar("AIS warm-up", console, total=4000)
+    warm_up, sampling = bar.add_task("AIS warm-up", total=20), bar.add_task("sampling", total=4000)
+    bar.update(warm_up, completed=7)
+    console.print(bar.get_renderable())
+    first, second = console.file.getvalue().splitlines()[:2]
+    assert first.startswith("AIS warm-up") and "7/20" in first
+    assert second.startswith("sampling") and "0/4000" in second
+
+
+def test_log_lines_only_without_a_terminal_first_and_last_and_at_most_every_interval():
+    from boltzflow.cli.console import LogLines
+
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    LogLines(terminal)("step 1", last=True)
+    assert terminal.file.getvalue() == ""  # the bar shows it
+    plain = Console(file=io.StringIO(), force_terminal=False)
+    log = LogLines(plain, every=3600)
+    for step in range(1, 6):
+        log(f"step {step}", last=step == 5)
+    assert plain.file.getvalue().splitlines() == ["step 1", "step 5"]

@@ -56,6 +56,9 @@ def test_export_writes_a_trajectory(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert str(out) in result.output.replace("\n", "")
     assert mdtraj.load(str(out), top=load_system("alanine-dipeptide").topology).n_frames == 20
+    result = runner.invoke(app, ["export", str(run_dir / "samples.h5"), "--out", str(tmp_path / "weighted.pdb")])
+    assert result.exit_code == 0 and (tmp_path / "weighted.weights.txt").is_file()
+    assert f"its weights: {tmp_path / 'weighted.weights.txt'}" in " ".join(result.output.split())
     result = runner.invoke(app, ["export", str(run_dir / "samples.h5"), "--format", "gro"])
     assert isinstance(result.exception, BoltzflowError) and "dcd, xtc, pdb, h5" in str(result.exception)
 
@@ -67,7 +70,12 @@ def test_free_energy_prints_the_table_and_writes_json_and_plots(run_dir, tmp_pat
     for text in ("ESS (Kish)", "PSIS k̂", "log Z", "population alphaR", "effective", "±, [ ]", "report.json"):
         assert text in result.output, text
     data = json.loads((tmp_path / "report.json").read_text())
-    assert data["n"] == 200 and "samples.h5" in data["source"] and data["comparison"] is None
+    assert data["n"] == 200 and "samples.h5" in data["source"]
+    # no --reference: the settled reference shipped with alanine-dipeptide, printed beside the estimate
+    assert data["comparison"]["kind"] == "umbrella" and data["comparison"]["path"].endswith("shipped/alanine-dipeptide")
+    reference = data["comparison"]["delta_f"]["phi_negative -> phi_positive"]
+    assert reference["value"] == pytest.approx(5.83, abs=0.005) and reference["n"] == 6
+    assert "reference 5.830 [5.750, 5.910]" in " ".join(result.output.replace("│", " ").split())  # cells wrap
     pairs = ["phi_negative -> phi_positive", "C7eq_beta -> alphaR", "C7eq_beta -> alphaL_C7ax"]  # declared order
     assert list(data["delta_f"]) == pairs
     assert all(f"ΔF {pair.replace('->', '→')}" in result.output for pair in pairs)

@@ -8,7 +8,7 @@ import pytest
 from boltzflow.errors import BoltzflowError
 from boltzflow.io import read_samples
 from boltzflow.runs import export_samples, write_samples
-from boltzflow.runs.export import topology_file
+from boltzflow.runs.export import topology_file, weights_file
 from boltzflow.systems import load_system
 from boltzflow.training.run import load_run
 
@@ -42,9 +42,9 @@ def load(path, system):
 def test_exported_trajectory_loads_with_topology_and_coordinates(samples_file, system, tmp_path, format, resampled):
     out = export_samples(samples_file, tmp_path / f"traj.{format}", resampled=resampled)
     # no temporary file left; coordinates-only formats get their topology beside them
-    beside = ["traj.topology.pdb"] if format in ("dcd", "xtc") else []
+    beside = (["traj.topology.pdb"] if format in ("dcd", "xtc") else []) + ([] if resampled else ["traj.weights.txt"])
     assert out == tmp_path / f"traj.{format}" and sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *beside])
-    if beside:
+    if format in ("dcd", "xtc"):
         with_topology = mdtraj.load(str(out), top=str(topology_file(out)))
         assert [a.name for a in with_topology.topology.atoms] == [a.name for a in system.topology.atoms]
         assert with_topology.topology.n_bonds == system.topology.n_bonds
@@ -56,6 +56,18 @@ def test_exported_trajectory_loads_with_topology_and_coordinates(samples_file, s
     assert [r.name for r in trajectory.topology.residues] == ["ACE", "ALA", "NME"]
     assert trajectory.topology.n_bonds == system.topology.n_bonds
     assert np.abs(trajectory.xyz - expected).max() <= TOLERANCE[format]
+
+
+def test_weighted_frames_get_their_weights_beside_them(samples_file, tmp_path):
+    """One weight per frame, in order, summing to 1: the samples file's, mirror images at 0."""
+    out = export_samples(samples_file, tmp_path / "traj.xtc")
+    path = weights_file(out)
+    assert path == tmp_path / "traj.weights.txt" and path.read_text().startswith("# importance weights")
+    weights = np.loadtxt(path)
+    samples = read_samples(samples_file)
+    expected = np.where(samples.right_handed, np.exp(samples.log_w), 0.0)
+    assert weights.shape == (N,) and np.allclose(weights, expected / expected.sum(), rtol=1e-9, atol=0)
+    assert abs(weights.sum() - 1) < 1e-9
 
 
 def test_h5_export_stores_energies_in_kj_per_mol(samples_file, tmp_path):

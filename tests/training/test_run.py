@@ -341,6 +341,9 @@ def test_one_draw_of_final_samples_serves_the_summary_and_the_report(tmp_path):
     assert summary["ess"] == report["ess"] and summary["log_z"] == report["log_z"]["value"]
     assert summary["pop_phi_positive"] == report["populations"]["phi_positive"]["value"]
     assert report["n"] == 64
+    # the reference shipped with alanine-dipeptide, printed beside the estimate
+    assert report["comparison"]["delta_f"]["phi_negative -> phi_positive"]["value"] == pytest.approx(5.83, abs=0.005)
+    assert "reference 5.830 [5.750, 5.910]" in " ".join(result.output.replace("│", " ").split())  # cells wrap
 
 
 def test_damaged_or_foreign_model_files_are_user_errors(tmp_path):
