@@ -1,0 +1,28 @@
+"""``file_lock``: one writer per output file, no lock file left, no planted link followed."""
+
+import pytest
+
+from boltzflow.errors import BoltzflowError
+from boltzflow.io.lock import file_lock
+
+
+def test_a_second_writer_is_refused_and_the_lock_file_goes_with_the_first(tmp_path):
+    out = tmp_path / "new" / "samples.h5"
+    with file_lock(out, "samples file"):
+        assert (tmp_path / "new" / ".samples.h5.lock").is_file()
+        with pytest.raises(BoltzflowError, match=f"the samples file {out} is being written by process \\d+ on "):
+            with file_lock(out, "samples file"):
+                pass
+    assert list(out.parent.iterdir()) == []
+    with file_lock(out):  # free again
+        pass
+
+
+def test_a_planted_link_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    (tmp_path / ".samples.h5.lock").symlink_to(victim)
+    with pytest.raises(BoltzflowError, match="is a symbolic link"):
+        with file_lock(tmp_path / "samples.h5"):
+            pass
+    assert victim.read_text() == "mine\n"
