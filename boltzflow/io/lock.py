@@ -66,8 +66,9 @@ def file_lock(path: Union[str, Path], what: str = "file") -> Iterator[None]:
 
     A second writer gets a one-line ``BoltzflowError`` naming the file and its holder, e.g. two
     jobs given the same ``--out``: otherwise the later one to finish would silently replace
-    the other's file."""
+    the other's file. Folders created to hold the lock are removed again if left empty."""
     path = Path(path)
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
     busy = f"the {what} {path} is being written by {{holder}}; wait for it to finish, or write elsewhere"
@@ -84,3 +85,8 @@ def file_lock(path: Union[str, Path], what: str = "file") -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)  # before unlocking: whoever opened it now finds it gone and retries
         os.close(fd)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # holds the file written
+                break

@@ -13,9 +13,10 @@ def test_a_second_writer_is_refused_and_the_lock_file_goes_with_the_first(tmp_pa
         with pytest.raises(BoltzflowError, match=f"the samples file {out} is being written by process \\d+ on "):
             with file_lock(out, "samples file"):
                 pass
-    assert list(out.parent.iterdir()) == []
+    assert not (tmp_path / "new").exists()  # nothing written: the folder made for the lock is gone
     with file_lock(out):  # free again
-        pass
+        out.write_text("written")
+    assert [p.name for p in out.parent.iterdir()] == ["samples.h5"]
 
 
 def test_a_planted_link_is_not_followed(tmp_path):
