@@ -81,7 +81,7 @@ def umbrella(
     total-variation noise floor (OUT/ramachandran.npz) and its free-energy surface (OUT/ramachandran.png).
 
     SIGTERM, SIGINT and SIGUSR1 stop it with exit code 75 (the finished windows are kept: run the same command again
-    to continue, with the same result as if never stopped).
+    to continue; on one CPU thread the data are then the same as if it had never stopped).
 
     Needs pymbar: pip install 'boltzflow\\[free-energy]'.
 

@@ -10,7 +10,8 @@ discarded before ``ps`` of sampling; the CVs are recorded every ``sample_interva
 minimised structure. After each window, ``umbrella.h5`` in the output folder is rewritten
 atomically with every finished window (repeat after repeat), its wall time and the state to
 continue from, so an interrupted run resumes at the next window and ends with the same data as
-an uninterrupted one (on the same platform and threads); rerun with a larger
+an uninterrupted one wherever the platform repeats itself (the CPU platform on one thread; on
+more threads two uninterrupted runs already differ in rounding); rerun with a larger
 ``repeats`` to add repeats to a finished run.
 
 ``analyse_umbrella`` runs one MBAR over all windows of each repeat and writes, in kT:
