@@ -31,7 +31,7 @@ def _locked(path: Path, busy: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise BoltzflowError(busy.format(holder=holder)) from None
+            raise BoltzflowError(busy.replace("{holder}", holder)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
     except BaseException:
