@@ -80,6 +80,9 @@ def umbrella(
     With two CVs (--cv phi,psi) also the reweighted histogram of the plane, mean over repeats and per repeat, with its
     total-variation noise floor (OUT/ramachandran.npz) and its free-energy surface (OUT/ramachandran.png).
 
+    SIGTERM, SIGINT and SIGUSR1 stop it with exit code 75 (the finished windows are kept: run the same command again
+    to continue; on one CPU thread the data are then the same as if it had never stopped).
+
     Needs pymbar: pip install 'boltzflow\\[free-energy]'.
 
     [bold]Examples[/bold]:
@@ -87,11 +90,13 @@ def umbrella(
       boltzflow umbrella alanine-dipeptide --cv phi,psi --windows 12 --ps 30 --repeats 3 --out umbrella2d
     """
     from boltzflow.analysis.mbar import import_pymbar
-    from boltzflow.errors import BoltzflowError
+    from boltzflow.cli.train import _raise_stopped, _Stopped
+    from boltzflow.errors import EX_TEMPFAIL, BoltzflowError
     from boltzflow.reference import run_umbrella
-    from boltzflow.reference.umbrella import parse_cvs
+    from boltzflow.reference.umbrella import DATA_FILE, parse_cvs
     from boltzflow.systems import load_system
     from boltzflow.threads import use_threads
+    from boltzflow.training.trainer import on_stop_signals
 
     import_pymbar()  # fail before simulating when pymbar is missing
     if threads is not None and (threads < 1 or platform != "CPU"):
@@ -101,12 +106,17 @@ def umbrella(
     grid = f"{windows}×{windows} windows" if len(cvs) == 2 else f"{windows} windows"
     count = use_threads(threads)
     properties = {"Threads": str(count)} if platform == "CPU" else None
-    with progress_bar(f"umbrella {','.join(cvs)}", console) as bar:
-        task = bar.add_task(f"umbrella {','.join(cvs)}", total=None)
-        result = run_umbrella(loaded, cv=cvs, windows=windows, ps=ps, out=out, force_constant=force_constant,
-                              platform=platform, seed=seed, equilibration_ps=equilibration_ps, bins=bins,
-                              properties=properties, repeats=repeats, plane_bins=plane_bins,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    try:  # a stop signal exits 75, so that Slurm requeues; the window under way is lost, the others are saved
+        with on_stop_signals(_raise_stopped), progress_bar(f"umbrella {','.join(cvs)}", console) as bar:
+            task = bar.add_task(f"umbrella {','.join(cvs)}", total=None)
+            result = run_umbrella(loaded, cv=cvs, windows=windows, ps=ps, out=out, force_constant=force_constant,
+                                  platform=platform, seed=seed, equilibration_ps=equilibration_ps, bins=bins,
+                                  properties=properties, repeats=repeats, plane_bins=plane_bins,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except _Stopped as stop:
+        console.print(f"stopped by {stop}; the finished windows are kept in {out / DATA_FILE}: run the same "
+                      "command again to continue", soft_wrap=True)
+        raise typer.Exit(EX_TEMPFAIL) from None
     summary = result.summary
     title = f"{loaded.name}: free energies on {','.join(cvs)} (MBAR, {grid} × {ps:g} ps"
     title += f", {repeats} repeats)" if repeats > 1 else ")"

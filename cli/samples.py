@@ -64,7 +64,8 @@ def sample(
     dihedrals and state labels; attributes record system, temperature, kT, units, model checksum, version and seed.
 
     --resample K adds K conformations drawn by systematic resampling (mirror images excluded) under resampled/.
-    The file appears only when complete; an existing one is replaced.
+    The file appears only when complete; an existing one is replaced. A second command writing the same file at the
+    same time is refused.
 
     --ais K takes every flow sample through K distributions between the flow and the target (HMC or MALA on the
     torch force field). Each level's step size is tuned on --ais-warmup separate batches, whose weights are thrown
@@ -82,6 +83,7 @@ def sample(
     from boltzflow.analysis import kish_ess
     from boltzflow.errors import storage_errors
     from boltzflow.io import check_writable, read_samples, read_toml
+    from boltzflow.io.lock import file_lock
     from boltzflow.runs import write_samples
     from boltzflow.threads import use_threads
     from boltzflow.training.correction import AISCorrection
@@ -99,48 +101,53 @@ def sample(
         AISCorrection.check_objective(read_toml(run / "config.toml").get("objective", ""))
     out = out or run / "samples.h5"
     check_writable(out, "samples file")
-    loaded = load_run(run, device)
-    then = "nothing was written; free space or make it writable, then run the same command"
-    log_warmup, log_sampling = LogLines(console), LogLines(console)  # each phase's first line at once
-    with progress_bar("sampling" if correction is None else "AIS warm-up", console, total=max(n, ais_warmup)) as bar, \
-            _sigterm_exits(), storage_errors(out, then):
-        warming = bar.add_task("AIS warm-up", total=ais_warmup) if correction is not None else None
-        task = bar.add_task("sampling", total=n)
+    # one writer per samples file, from before loading the run to the summary read back from it
+    with file_lock(out, "samples file"):
+        loaded = load_run(run, device)
+        then = "nothing was written; free space or make it writable, then run the same command"
+        log_warmup, log_sampling = LogLines(console), LogLines(console)  # each phase's first line at once
+        first = "sampling" if correction is None else "AIS warm-up"
+        with progress_bar(first, console, total=max(n, ais_warmup)) as bar, _sigterm_exits(), storage_errors(out, then):
+            warming = bar.add_task("AIS warm-up", total=ais_warmup) if correction is not None else None
+            task = bar.add_task("sampling", total=n)
 
-        def warmup_progress(done: int, total: int) -> None:
-            bar.update(warming, completed=done)
-            log_warmup(f"AIS warm-up: batch {done}/{total}, {time.perf_counter() - started:.0f} s", last=done == total)
+            def warmup_progress(done: int, total: int) -> None:
+                bar.update(warming, completed=done)
+                log_warmup(f"AIS warm-up: batch {done}/{total}, {time.perf_counter() - started:.0f} s",
+                           last=done == total)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done)
-            log_sampling(f"sampling: {done:,}/{total:,} samples, {time.perf_counter() - started:.0f} s",
-                         last=done == total)
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done)
+                log_sampling(f"sampling: {done:,}/{total:,} samples, {time.perf_counter() - started:.0f} s",
+                             last=done == total)
 
-        write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
-                      progress=progress, correction=correction, warmup_progress=warmup_progress)
-    wall = time.perf_counter() - started
-    samples = read_samples(out, positions=False)
-    table = Table(title=f"{loaded.system.name} · {n:,} samples · seed {seed}", show_header=False)
-    table.add_row("ESS (Kish)", f"[bold]{100 * kish_ess(torch.from_numpy(samples.log_w)).item():.2f}%[/bold]")
-    if correction is not None:
-        attrs = samples.attrs
-        table.add_row("ESS flow alone", f"{100 * kish_ess(torch.from_numpy(samples.log_w_flow)).item():.2f}% "
-                                        "(same draws, before AIS)")
-        acceptance = attrs["ais_acceptance"]
-        table.add_row("AIS", f"{ais} levels, {ais_kernel}; acceptance {acceptance.min():.2f}–{acceptance.max():.2f}")
-        table.add_row("gradient evaluations", f"{attrs['ais_gradient_evaluations_per_sample']} per sample "
-                                              f"(+ {attrs['ais_warmup_evaluations']:,} target evaluations in the "
-                                              "warm-up)")
-    drawing = samples.attrs["sampling_seconds"]
-    warmup = f"AIS warm-up {samples.attrs['ais_warmup_seconds']:.1f} s, " if correction is not None else ""
-    table.add_row("wall time", f"{wall:.1f} s in all ({warmup}drawing {drawing:.1f} s: "
-                               f"{1e3 * drawing / n:.3f} ms per sample)")
-    table.add_row("mirror images", f"{(~samples.right_handed).sum():,} ({100 * (~samples.right_handed).mean():.2f}%)")
-    if resample:
-        table.add_row("resampled", f"{resample:,} conformations (resampled/)")
-    table.add_row("model", f"{samples.attrs['model_file']} (sha256 {samples.attrs['model_sha256'][:12]}…)")
-    table.add_row("samples file", f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
-    console.print(table)
+            write_samples(loaded, out, n, batch_size=batch_size, seed=seed, resample=resample, run_dir=run,
+                          progress=progress, correction=correction, warmup_progress=warmup_progress)
+        wall = time.perf_counter() - started
+        samples = read_samples(out, positions=False)
+        table = Table(title=f"{loaded.system.name} · {n:,} samples · seed {seed}", show_header=False)
+        table.add_row("ESS (Kish)", f"[bold]{100 * kish_ess(torch.from_numpy(samples.log_w)).item():.2f}%[/bold]")
+        if correction is not None:
+            attrs = samples.attrs
+            table.add_row("ESS flow alone", f"{100 * kish_ess(torch.from_numpy(samples.log_w_flow)).item():.2f}% "
+                                            "(same draws, before AIS)")
+            acceptance = attrs["ais_acceptance"]
+            table.add_row("AIS", f"{ais} levels, {ais_kernel}; "
+                                 f"acceptance {acceptance.min():.2f}–{acceptance.max():.2f}")
+            table.add_row("gradient evaluations", f"{attrs['ais_gradient_evaluations_per_sample']} per sample "
+                                                  f"(+ {attrs['ais_warmup_evaluations']:,} target evaluations in the "
+                                                  "warm-up)")
+        drawing = samples.attrs["sampling_seconds"]
+        warmup = f"AIS warm-up {samples.attrs['ais_warmup_seconds']:.1f} s, " if correction is not None else ""
+        table.add_row("wall time", f"{wall:.1f} s in all ({warmup}drawing {drawing:.1f} s: "
+                                   f"{1e3 * drawing / n:.3f} ms per sample)")
+        mirror = ~samples.right_handed
+        table.add_row("mirror images", f"{mirror.sum():,} ({100 * mirror.mean():.2f}%)")
+        if resample:
+            table.add_row("resampled", f"{resample:,} conformations (resampled/)")
+        table.add_row("model", f"{samples.attrs['model_file']} (sha256 {samples.attrs['model_sha256'][:12]}…)")
+        table.add_row("samples file", f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
+        console.print(table)
 
 
 def export(

@@ -3,13 +3,15 @@
 With one CV the windows are evenly spaced over [-π, π); with two they form a ``windows`` ×
 ``windows`` grid over [-π, π)², visited in a snake order so that consecutive windows are
 neighbours. Each window restrains every CV θ_d with E = ½ κ min(|θ_d − θ₀|, 2π − |θ_d − θ₀|)²
-(one periodic ``CustomTorsionForce`` per CV). The windows run one after the other in one
-Context (each starts from the previous one's last state), with ``equilibration_ps``
+(one periodic ``CustomTorsionForce`` per CV). The windows run one after the other, each in a
+new Context from the previous one's last state with its own noise seed, with ``equilibration_ps``
 discarded before ``ps`` of sampling; the CVs are recorded every ``sample_interval`` steps.
 ``repeats`` independent repeats (seeds ``seed``, ``seed + 1``, …) each start again from the
 minimised structure. After each window, ``umbrella.h5`` in the output folder is rewritten
 atomically with every finished window (repeat after repeat), its wall time and the state to
-continue from, so an interrupted run resumes at the next window; rerun with a larger
+continue from, so an interrupted run resumes at the next window and ends with the same data as
+an uninterrupted one wherever the platform repeats itself (the CPU platform on one thread; on
+more threads two uninterrupted runs already differ in rounding); rerun with a larger
 ``repeats`` to add repeats to a finished run.
 
 ``analyse_umbrella`` runs one MBAR over all windows of each repeat and writes, in kT:
@@ -195,20 +197,21 @@ def run_umbrella(system, cv: Union[str, Sequence[str]] = "phi", windows: int = 3
     per_repeat, total_windows = len(centres), repeats * len(centres)
     series, wall, state = _load_progress(folder / DATA_FILE, settings)
     parameters = restraint_parameters(cvs)
-    restraints = [dihedral_restraint(system.dihedrals[c], kappa, *names) for c, names in zip(cvs, parameters)]
-    context = langevin_context(system, platform, seed, properties, restraints)
-    machine = {"platform": context.getPlatform().getName(), "threads": _threads(context)}
     quad = torch.tensor([system.dihedrals[c] for c in cvs])
     per_window = equilibration + samples * sample_interval
-    if state is not None and len(series) % per_repeat:
-        restore_state(context, state, seed + len(series) // per_repeat, len(series))
-    integrator = context.getIntegrator()
     for j in range(len(series), total_windows):
         repeat, k = divmod(j, per_repeat)
+        # a new Context per window: a reseeded Context that has already stepped draws other noise than
+        # a new one, so only this way does a resumed run continue exactly as an uninterrupted one
+        restraints = [dihedral_restraint(system.dihedrals[c], kappa, *names) for c, names in zip(cvs, parameters)]
+        context = langevin_context(system, platform, seed, properties, restraints)
+        if k:
+            restore_state(context, state, seed + repeat, j)
         for d, (name, _) in enumerate(parameters):
             context.setParameter(name, centres.reshape(per_repeat, -1)[k, d])
         if k == 0:
             _start_repeat(context, system, seed + repeat)
+        integrator = context.getIntegrator()
         start = time.perf_counter()
         integrator.step(equilibration)
         values = np.empty((samples, len(cvs)))
@@ -220,8 +223,10 @@ def run_umbrella(system, cv: Union[str, Sequence[str]] = "phi", windows: int = 3
                 progress(j * per_window + equilibration + (i + 1) * sample_interval, total_windows * per_window)
         series.append(values[:, 0] if len(cvs) == 1 else values)
         wall.append(time.perf_counter() - start)
+        state = save_state(context)
+        machine = {"platform": context.getPlatform().getName(), "threads": _threads(context)}
         _save_progress(folder / DATA_FILE, settings, system.kT, cv_regions(system, cvs), centres, series, wall,
-                       save_state(context), machine)
+                       state, machine)
     return analyse_umbrella(folder, bins, plane_bins=plane_bins)
 
 

@@ -1,6 +1,7 @@
 """``boltzflow sample``, ``export`` and ``free-energy`` through typer's CliRunner."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import openmm
 import pytest
 from typer.testing import CliRunner
 
+import boltzflow.runs
 from boltzflow.cli.app import app
 from boltzflow.errors import BoltzflowError
 from boltzflow.reference import run_md
@@ -137,3 +139,32 @@ def test_unwritable_outputs_are_one_line_errors_before_any_work(run_dir, tmp_pat
         assert isinstance(result.exception, BoltzflowError) and "cannot write" in str(result.exception), args
         assert "sampling" not in result.output and "training" not in result.output, args
     assert notes.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_second_sample_command_on_a_file_being_written_is_refused(run_dir, tmp_path, monkeypatch):
+    """The first command is held after its first batch while a second process, given the same
+    --out, runs: it exits 2 with one line naming the file, and the first one's file is whole."""
+    out, second = tmp_path / "shared.h5", []
+    write_samples = boltzflow.runs.write_samples
+
+    def held_after_the_first_batch(*args, progress, **kwargs):
+        def progress_then_second_command(done, total):
+            progress(done, total)
+            if not second:
+                second.append(subprocess.run([sys.executable, "-m", "boltzflow.cli.app", "sample", str(run_dir), "-n",
+                                              "10", "--seed", "9", "--out", str(out)], capture_output=True, text=True,
+                                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300))
+
+        return write_samples(*args, progress=progress_then_second_command, **kwargs)
+
+    monkeypatch.setattr(boltzflow.runs, "write_samples", held_after_the_first_batch)
+    result = runner.invoke(app, ["sample", str(run_dir), "-n", "100", "--batch-size", "50", "--seed", "4",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    refused = second[0]
+    error = refused.stderr.strip()
+    assert refused.returncode == 2 and len(error.splitlines()) == 1, error
+    assert error.startswith("error: the samples file") and str(out) in error and "being written by process" in error
+    with h5py.File(out, "r") as f:
+        assert f.attrs["seed"] == 4 and f["positions"].shape[0] == 100
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.h5"]  # no lock or temporary file left

@@ -1,12 +1,16 @@
 """``boltzflow md`` and ``boltzflow umbrella`` with tiny budgets."""
 
+import os
+import signal
 import sys
 
 import h5py
 import pytest
 from typer.testing import CliRunner
 
+import boltzflow.reference
 from boltzflow.cli.app import app, main
+from boltzflow.reference import load_umbrella
 
 runner = CliRunner()
 
@@ -27,6 +31,40 @@ def test_umbrella_command_prints_delta_f_and_writes_the_pmf(tmp_path):
     assert result.exit_code == 0, result.output
     assert "phi_negative → phi_positive" in result.output and "pmf.csv" in result.output
     assert (tmp_path / "pmf.csv").exists() and (tmp_path / "pmf.png").exists()
+
+
+@pytest.fixture
+def sigterm_exits():
+    """SIGTERM exits with 143 as an unhandled one would, but without ending pytest."""
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_in_a_window_exits_75_and_the_same_command_finishes(tmp_path, monkeypatch, sigterm_exits):
+    run_umbrella, sent = boltzflow.reference.run_umbrella, []
+
+    def sigterm_in_the_third_window(*args, progress, **kwargs):
+        def progress_then_signal(done, total):
+            progress(done, total)
+            if done > total // 2 and not sent:
+                sent.append(done)
+                os.kill(os.getpid(), signal.SIGTERM)  # handled before kill returns: in this window
+
+        return run_umbrella(*args, progress=progress_then_signal, **kwargs)
+
+    arguments = ["umbrella", "alanine-dipeptide-vacuum", "--windows", "4", "--ps", "0.5", "--equilibration-ps",
+                 "0.05", "--out", str(tmp_path), "--bins", "24", "--threads", "1"]
+    monkeypatch.setattr(boltzflow.reference, "run_umbrella", sigterm_in_the_third_window)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 75, result.output
+    assert "stopped by SIGTERM" in result.output and "run the same command again" in result.output
+    assert load_umbrella(tmp_path)["cv"].shape == (2, 5)  # 100-step sampling interval
+    assert [p.name for p in tmp_path.iterdir()] == ["umbrella.h5"]  # no temporary file left
+    monkeypatch.setattr(boltzflow.reference, "run_umbrella", run_umbrella)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert load_umbrella(tmp_path)["cv"].shape == (4, 5)
 
 
 def test_help_shows_examples_and_bad_input_is_a_user_error(tmp_path):

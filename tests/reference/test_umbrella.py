@@ -86,6 +86,8 @@ def test_umbrella_resumes_at_the_next_window(system, tmp_path):
     run_umbrella(system, out=tmp_path, progress=lambda d, t: calls.append(d), **TINY)
     data = load_umbrella(tmp_path)
     assert np.array_equal(data["cv"][:2], first_two) and data["cv"].shape == (4, 10)
+    run_umbrella(system, out=tmp_path / "uninterrupted", **TINY)
+    assert np.array_equal(data["cv"], load_umbrella(tmp_path / "uninterrupted")["cv"])  # the same run
     assert min(calls) > 2 * 550  # only windows three and four ran
     calls.clear()
     run_umbrella(system, out=tmp_path, progress=lambda d, t: calls.append(d), **TINY)
