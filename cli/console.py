@@ -71,3 +71,13 @@ class LogLines:
             return
         self.printed = now
         self.console.print(text, soft_wrap=True)
+
+
+class Stopped(Exception):
+    """A stop signal (its name) where no loop of the library takes it over."""
+
+
+def raise_stopped(name: str) -> None:
+    """A stop signal handler (``on_stop_signals(raise_stopped)``): raises ``Stopped``, and the command
+    exits 75, so that a Slurm batch script requeues it whenever the signal comes."""
+    raise Stopped(name)

@@ -90,7 +90,7 @@ def umbrella(
       boltzflow umbrella alanine-dipeptide --cv phi,psi --windows 12 --ps 30 --repeats 3 --out umbrella2d
     """
     from boltzflow.analysis.mbar import import_pymbar
-    from boltzflow.cli.train import _raise_stopped, _Stopped
+    from boltzflow.cli.console import Stopped, raise_stopped
     from boltzflow.errors import EX_TEMPFAIL, BoltzflowError
     from boltzflow.reference import run_umbrella
     from boltzflow.reference.umbrella import DATA_FILE, parse_cvs
@@ -107,13 +107,13 @@ def umbrella(
     count = use_threads(threads)
     properties = {"Threads": str(count)} if platform == "CPU" else None
     try:  # a stop signal exits 75, so that Slurm requeues; the window under way is lost, the others are saved
-        with on_stop_signals(_raise_stopped), progress_bar(f"umbrella {','.join(cvs)}", console) as bar:
+        with on_stop_signals(raise_stopped), progress_bar(f"umbrella {','.join(cvs)}", console) as bar:
             task = bar.add_task(f"umbrella {','.join(cvs)}", total=None)
             result = run_umbrella(loaded, cv=cvs, windows=windows, ps=ps, out=out, force_constant=force_constant,
                                   platform=platform, seed=seed, equilibration_ps=equilibration_ps, bins=bins,
                                   properties=properties, repeats=repeats, plane_bins=plane_bins,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except _Stopped as stop:
+    except Stopped as stop:
         console.print(f"stopped by {stop}; the finished windows are kept in {out / DATA_FILE}: run the same "
                       "command again to continue", soft_wrap=True)
         raise typer.Exit(EX_TEMPFAIL) from None

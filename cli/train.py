@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from boltzflow.cli.console import LogLines, console, progress_bar
+from boltzflow.cli.console import LogLines, Stopped, console, progress_bar, raise_stopped
 
 if TYPE_CHECKING:
     from boltzflow.training.settings import Settings
@@ -77,10 +77,10 @@ def train(
     # training loop the trainer takes the signals over and writes a checkpoint first
     stopped = {"hint": f"run the same command again with --resume{'' if out else ' --out RUN'}"}
     try:
-        with on_stop_signals(_raise_stopped):
+        with on_stop_signals(raise_stopped):
             _train(system, objective, steps, batch_size, lr, config, preset, out, device, seed, threads, resume,
                    time_limit, assignments, stopped)
-    except _Stopped as stop:
+    except Stopped as stop:
         console.print(f"stopped by {stop} before training finished or while evaluating; {stopped['hint']}",
                       soft_wrap=True)
         raise typer.Exit(EARLY_STOP_EXIT_CODE) from None
@@ -161,16 +161,6 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
         raise typer.Exit(EARLY_STOP_EXIT_CODE)
     if not printer.quiet:
         _print_answer(answer["report"], answer["plots"], out, printer)
-
-
-class _Stopped(Exception):
-    """A stop signal (its name) outside the training loop."""
-
-
-def _raise_stopped(name: str) -> None:
-    """Outside the training loop a stop signal raises ``_Stopped``: the command then exits 75
-    like a stop inside the loop, so a Slurm batch script requeues it whenever the signal comes."""
-    raise _Stopped(name)
 
 
 def _final_report(run, out: Path, settings: Settings, progress=None):
