@@ -212,3 +212,16 @@ def test_the_folder_and_its_files_have_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}
+
+
+def test_constraints_option_writes_a_constrained_system_and_rejects_a_bad_value(tmp_path):
+    result = CliRunner().invoke(cli, ["systems", "new", str(tmp_path / "a"), "--sequence", "A", "--constraints", "hbonds"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "a" / "system.toml").read_text()
+    assert text.startswith("# written by boltzflow systems new a --sequence A --constraints hbonds\n")
+    assert 'constraints = "hbonds"' in text
+    system = load_system(tmp_path / "a")
+    assert len(system.constrained_bonds) == 12 and system.internal_coordinates().dim == 3 * 22 - 6 - 12
+    message = cli_error(["systems", "new", str(tmp_path / "b"), "--sequence", "A", "--constraints", "HBond"])
+    assert message == "constraints must be one of none, hbonds, allbonds, hangles, got 'HBond'"
+    assert not (tmp_path / "b").exists()
