@@ -15,6 +15,11 @@ its measured length (positions are projected onto the constraint surface).
 ``forward`` (z → xyz) turns z into bonds, angles and dihedrals and places the atoms with
 ``Placement`` (level-wise batched NeRF; the mixed layout's Cartesian block first).
 
+Rotor sectors (``rotors``, ``boltzflow.coordinates.rotors``): the free torsion of each
+methyl / NH₃⁺ rotor's first hydrogen is replaced in z by θ = 3(τ̄ − c), which confines the
+rotor to one of its three equivalent sectors; log|det J| gains −log 3 per rotor and
+``log_sectors`` = n_rotors · log 3 is what log Z of the full space adds to the sector's.
+
 log|det J| is the physical one: of (translation, rotation, z) → xyz at the identity rotation
 (rotation vector, whose Haar density is 1 there), so that exp(−u(x(z))) |det J| is the
 Boltzmann density of z with rigid-body motion integrated out::
@@ -60,6 +65,7 @@ from ..domains import Domain, Real, check_domains
 from .cartesian import CARTESIAN_SCALE, CartesianBlock
 from .normalization import ANGLE_MARGIN, ANGLE_SCALE, BOND_SCALE, WIDTH, Normalization, Scale
 from .placement import Placement
+from .rotors import Rotor, RotorSectors, find_rotors, placed_rotors
 from .zmatrix import ZMatrix, ZMatrixError, build_zmatrix
 
 Positions = Union[Tensor, np.ndarray]
@@ -78,11 +84,14 @@ class InternalCoordinates(nn.Module):
         cartesian_scale: σ (nm) of the Cartesian block when ``reference`` is one structure.
         fixed_bonds: (atom, atom, length nm) of bonds held at a fixed length (not coordinates);
             ``bond_scale`` then gives one number per remaining bond.
+        rotors: (heavy atom, its three hydrogens) of the rotors confined to one sector
+            (``rotors.find_rotors``); each must be placed as a rotor by the Z-matrix.
     """
 
     def __init__(self, zmatrix: ZMatrix, reference: Positions, width: float = WIDTH,
                  bond_scale: Scale = BOND_SCALE, angle_scale: Scale = ANGLE_SCALE,
-                 cartesian_scale: float = CARTESIAN_SCALE, fixed_bonds: Sequence[tuple[int, int, float]] = ()):
+                 cartesian_scale: float = CARTESIAN_SCALE, fixed_bonds: Sequence[tuple[int, int, float]] = (),
+                 rotors: Sequence[Rotor] = ()):
         n = zmatrix.n_atoms
         ref = torch.as_tensor(reference, dtype=torch.float64)
         ref = ref[None] if ref.dim() == 2 else ref
@@ -94,10 +103,14 @@ class InternalCoordinates(nn.Module):
         angles = torch.tensor(zmatrix.angles, dtype=torch.long, device=ref.device).reshape(-1, 3)
         dihedrals = torch.tensor(zmatrix.dihedrals, dtype=torch.long, device=ref.device).reshape(-1, 4)
         _check_frames(ref, dihedrals)
+        reference_dihedrals = dihedral_angles(ref, dihedrals)
         normalization = Normalization(
-            bond_lengths(ref, bonds), bond_angles(ref, angles), dihedral_angles(ref, dihedrals),
+            bond_lengths(ref, bonds), bond_angles(ref, angles), reference_dihedrals,
             width, bond_scale, angle_scale, [f"angle {'-'.join(map(str, a))}" for a in zmatrix.angles],
             zmatrix.branch_dihedrals)
+        widths = [d.high if d.kind == "interval" else None
+                  for d in normalization.domains[normalization.n_bonds + normalization.n_angles:]]
+        sectors = RotorSectors(zmatrix, rotors, reference_dihedrals, widths)
         block = None
         if zmatrix.is_mixed:
             block = CartesianBlock(ref[:, list(zmatrix.cartesian)], cartesian_scale)
@@ -119,6 +132,8 @@ class InternalCoordinates(nn.Module):
         self.register_buffer("angles", angles, persistent=False)
         self.register_buffer("dihedrals", dihedrals, persistent=False)
         self.placement = Placement(zmatrix)
+        self.sectors = sectors
+        self.register_buffer("rotor_slots", self.n_bonds + self.n_angles + sectors.columns[:, 0], persistent=False)
         self.to(ref.device)
 
     @property
@@ -135,22 +150,36 @@ class InternalCoordinates(nn.Module):
     def n_angles(self) -> int:
         return len(self.angles)
 
+    @property
+    def rotors(self) -> list:
+        """(heavy atom, (h₁, h₊, h₋)) of each rotor confined to one sector."""
+        return self.sectors.rotors
+
+    @property
+    def log_sectors(self) -> float:
+        """n_rotors · log 3: log Z of the full space = log Z of these coordinates + this."""
+        return self.sectors.log_sectors
+
     def dihedral_index(self, atoms: Sequence[int]) -> int:
         """Index in z of the dihedral over ``atoms`` (4 indices, either direction), e.g. φ."""
         return self.n_bonds + self.n_angles + self.zmatrix.dihedral_index(atoms)
 
     @property
     def labels(self) -> list[str]:
-        """One name per dimension of z, e.g. ``"bond 4-1"``, ``"dihedral 14-8-6-4"``, ``"pca 0"``."""
+        """One name per dimension of z, e.g. ``"bond 4-1"``, ``"dihedral 14-8-6-4"``, ``"pca 0"``;
+        a rotor's θ is named after its first hydrogen's torsion, ``"rotor 0-1-4-6"``."""
+        rotor_rows = set(self.sectors.columns[:, 0].tolist())
         names = ([f"bond {'-'.join(map(str, b))}" for b in self.bonds.tolist()]
                  + [f"angle {'-'.join(map(str, a))}" for a in self.zmatrix.angles]
-                 + [f"dihedral {'-'.join(map(str, d))}" for d in self.zmatrix.dihedrals])
+                 + [f"{'rotor' if k in rotor_rows else 'dihedral'} {'-'.join(map(str, d))}"
+                    for k, d in enumerate(self.zmatrix.dihedrals)])
         return names + [f"pca {k}" for k in range(self.dim - len(names))]
 
     def physical(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Bonds (nm), angles and dihedrals in [-π, π) (rad) of normalised z [batch, dim]."""
+        """Free bonds (nm), angles and dihedrals in [-π, π) (rad) of normalised z [batch, dim]."""
         self._check_flat(z)
-        return self.normalization.physical(z[:, : self.n_internal])
+        bonds, angles, dihedrals = self.normalization.physical(z[:, : self.n_internal])
+        return bonds, angles, self.sectors.place(z[:, self.rotor_slots], dihedrals)
 
     def _check_flat(self, z: Tensor) -> None:
         if z.dim() != 2 or z.shape[1] != self.dim:
@@ -168,10 +197,9 @@ class InternalCoordinates(nn.Module):
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z [batch, dim] → positions [batch, n_atoms, 3] (nm) and log|det J| [batch]."""
-        self._check_flat(z)
-        bonds, angles, dihedrals = self.normalization.physical(z[:, : self.n_internal])
+        bonds, angles, dihedrals = self.physical(z)
         bonds = self._all_bonds(bonds)
-        log_det = self._log_det(bonds, angles)
+        log_det = self._log_det(bonds, angles) - self.log_sectors
         block = None
         if self.cartesian_block is not None:
             block, block_log_det = self.cartesian_block(z[:, self.n_internal:])
@@ -180,12 +208,16 @@ class InternalCoordinates(nn.Module):
         return xyz, log_det
 
     def inverse(self, xyz: Tensor) -> tuple[Tensor, Tensor]:
-        """Positions [batch, n_atoms, 3] (nm) → z [batch, dim] and log|det ∂z/∂x| [batch]."""
+        """Positions [batch, n_atoms, 3] (nm) → z [batch, dim] and log|det ∂z/∂x| [batch]; each
+        rotor's hydrogens are relabelled into its sector first."""
         if xyz.dim() != 3 or xyz.shape[1:] != (self.n_atoms, 3):
             raise ValueError(f"expected positions of shape [batch, {self.n_atoms}, 3], got {list(xyz.shape)}")
+        xyz = self.sectors.relabel(xyz)
         bonds, angles = bond_lengths(xyz, self.bonds), bond_angles(xyz, self.angles)
-        z = self.normalization.normalize(bonds, angles, dihedral_angles(xyz, self.dihedrals))
-        log_det = -self._log_det(self._all_bonds(bonds), angles)
+        dihedrals = dihedral_angles(xyz, self.dihedrals)
+        z = self.normalization.normalize(bonds, angles, dihedrals)
+        z = z.index_copy(1, self.rotor_slots, self.sectors.theta(dihedrals))
+        log_det = self.log_sectors - self._log_det(self._all_bonds(bonds), angles)
         if self.cartesian_block is not None:
             block, block_log_det = self.cartesian_block.inverse(xyz[:, self.placement.cartesian_atoms])
             z = torch.cat([z, block], dim=-1)
@@ -228,7 +260,7 @@ SCALES = ("fixed", "force-field")
 
 def for_system(system, reference: Optional[Positions] = None, cartesian_atoms: Optional[Sequence[int]] = None,
                zmatrix: Union[ZMatrix, Sequence[Sequence[int]], None] = None, scales: str = "fixed",
-               **options) -> InternalCoordinates:
+               rotor_sectors: bool = True, **options) -> InternalCoordinates:
     """``InternalCoordinates`` of a ``System``: its Z-matrix (``zmatrix`` argument, else the
     system's ``zmatrix`` in the internal layout, else built from the bond graph) and its
     structure as reference unless ``reference`` (a structure or data frames) is given.
@@ -239,7 +271,9 @@ def for_system(system, reference: Optional[Positions] = None, cartesian_atoms: O
     no harmonic term holds it).
 
     The system's constrained bonds (``System.constrained_bonds``) are fixed bonds: not
-    coordinates, placed at their constraint length."""
+    coordinates, placed at their constraint length. ``rotor_sectors``: confine every rotor
+    the topology and force field show (``rotors.find_rotors``) and the Z-matrix places as one
+    to a third of its turn (log Z of the full space: add ``log_sectors``)."""
     if scales not in SCALES:
         raise ValueError(f"scales must be one of {SCALES}, got {scales!r}")
     cartesian = tuple(cartesian_atoms or ())
@@ -256,5 +290,6 @@ def for_system(system, reference: Optional[Positions] = None, cartesian_atoms: O
         bond_widths, angle_widths = harmonic_widths(system.openmm_system, system.kT, free, zmatrix.angles)
         options.setdefault("bond_scale", [BOND_SCALE if w is None else w for w in bond_widths])
         options.setdefault("angle_scale", [ANGLE_SCALE if w is None else w for w in angle_widths])
+    rotors = placed_rotors(zmatrix, find_rotors(system.topology, system.openmm_system)) if rotor_sectors else ()
     return InternalCoordinates(zmatrix, system.positions if reference is None else reference,
-                               fixed_bonds=fixed_bonds, **options)
+                               fixed_bonds=fixed_bonds, rotors=rotors, **options)
