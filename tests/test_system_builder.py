@@ -215,7 +215,8 @@ def test_the_folder_and_its_files_have_ordinary_permissions(tmp_path):
 
 
 def test_constraints_option_writes_a_constrained_system_and_rejects_a_bad_value(tmp_path):
-    result = CliRunner().invoke(cli, ["systems", "new", str(tmp_path / "a"), "--sequence", "A", "--constraints", "hbonds"])
+    result = CliRunner().invoke(cli, ["systems", "new", str(tmp_path / "a"), "--sequence", "A",
+                                      "--constraints", "hbonds"])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "a" / "system.toml").read_text()
     assert text.startswith("# written by boltzflow systems new a --sequence A --constraints hbonds\n")

@@ -57,7 +57,8 @@ def find_rotors(topology, openmm_system) -> list[Rotor]:
         neighbours[bond.atom1.index].append(bond.atom2.index)
         neighbours[bond.atom2.index].append(bond.atom1.index)
     hydrogen = {a.index for a in topology.atoms if a.element is not None and a.element.symbol in ("H", "D")}
-    forces = [f for f in openmm_system.getForces() if hasattr(f, "getParticleParameters") and hasattr(f, "getNumParticles")]
+    forces = [f for f in openmm_system.getForces()
+              if hasattr(f, "getParticleParameters") and hasattr(f, "getNumParticles")]
     rotors = []
     for atom in sorted(set(neighbours) - hydrogen):
         hs = sorted(set(neighbours[atom]) & hydrogen)

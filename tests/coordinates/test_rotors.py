@@ -28,7 +28,8 @@ def noisy(system, n, noise=0.01, seed=0):
 
 def test_rotors_are_found_from_bonds_and_force_field_parameters():
     assert find_rotors(ALA2.topology, ALA2.openmm_system) == [(1, (0, 2, 3)), (10, (11, 12, 13)), (18, (19, 20, 21))]
-    assert len(find_rotors(load_system("alanine-hexapeptide").topology, load_system("alanine-hexapeptide").openmm_system)) == 7
+    hexapeptide = load_system("alanine-hexapeptide")
+    assert len(find_rotors(hexapeptide.topology, hexapeptide.openmm_system)) == 7
     # NH3+ of lysine; the two caps' methyls
     topology, _, system = parametrise(*capped_peptide("K"), ["amber99sbildn.xml", "amber99_obc.xml"])
     top = mdtraj.Topology.from_openmm(topology)
