@@ -9,6 +9,7 @@ system.
 
 from .cartesian import CartesianBlock
 from .chirality import D, L, chirality, find_chiral_centers, has_expected_chirality, signed_volumes
+from .fixman import fixman_log_factor
 from .internal import InternalCoordinates, for_system
 from .normalization import Normalization, circular_mean
 from .rotors import RotorSectors, find_rotors
@@ -16,6 +17,6 @@ from .zmatrix import ZMatrix, ZMatrixError, build_zmatrix
 
 __all__ = [
     "CartesianBlock", "D", "InternalCoordinates", "L", "Normalization", "RotorSectors", "ZMatrix", "ZMatrixError",
-    "build_zmatrix", "chirality", "circular_mean", "find_chiral_centers", "find_rotors", "for_system", "has_expected_chirality",
-    "signed_volumes",
+    "build_zmatrix", "chirality", "circular_mean", "find_chiral_centers", "find_rotors", "fixman_log_factor",
+    "for_system", "has_expected_chirality", "signed_volumes",
 ]

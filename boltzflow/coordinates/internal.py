@@ -37,7 +37,8 @@ r_fixed = r⁰, so exp(−u) |det J| is the Boltzmann density of z with rigid bo
 the stiff-bond limit of the flexible molecule (each bond's δ in its length, no mass metric).
 MD with the same constraints (SHAKE / RATTLE) samples another density on the same surface:
 this one times det(Z_m(x))^½, Z_m,ab = Σ_i ∇ᵢσ_a·∇ᵢσ_b / m_i over the constraints σ (Fixman's
-mass-metric factor; for X–H bonds it depends only on the H–X–H angles of one heavy atom).
+mass-metric factor, ``fixman.fixman_log_factor``; for X–H bonds it depends only on the H–X–H
+angles of one heavy atom).
 
 ``inverse`` returns −log|det J| at the same point. The Cartesian side is not a flat vector
 of ``dim`` numbers over domains (3 n_atoms coordinates, 6 of them rigid-body), so this is

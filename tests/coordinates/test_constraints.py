@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from boltzflow.coordinates import InternalCoordinates, ZMatrixError
+from boltzflow.coordinates import InternalCoordinates, ZMatrixError, fixman_log_factor
 from boltzflow.geometry import bond_lengths
 from boltzflow.systems import available_systems, load_system
 
@@ -97,3 +97,19 @@ def test_a_constrained_pair_that_is_not_a_zmatrix_bond_is_named(tmp_path):
     toml.write_text(toml.read_text().replace('constraints = "none"', 'constraints = "hangles"'))
     with pytest.raises(ZMatrixError, match=r"constrained bond \d+-\d+ is not a bond"):
         load_system(folder).internal_coordinates()
+
+
+def test_fixman_factor_is_half_the_log_determinant_of_the_constraints_mass_metric():
+    """Against Z_m = J M⁻¹ Jᵀ with J the autograd Jacobian of the constraint functions."""
+    masses = [TETRA.openmm_system.getParticleMass(i)._value for i in range(TETRA.n_atoms)]
+    pairs = [c[:2] for c in TETRA.constrained_bonds]
+    x = frames(TETRA, 3, 0.01, 2)
+    factor = fixman_log_factor(x, pairs, masses)
+    index = torch.tensor(pairs)
+    for xi, fi in zip(x, factor):
+        jac = torch.autograd.functional.jacobian(lambda v: bond_lengths(v[None], index)[0], xi).reshape(len(pairs), -1)
+        metric = jac @ torch.diag(1 / torch.tensor(masses, dtype=torch.float64).repeat_interleave(3)) @ jac.T
+        assert abs(0.5 * torch.logdet(metric).item() - fi.item()) < 1e-10
+    # it depends on the geometry (H–X–H angles), not on where the molecule is
+    moved = random_rigid(x, torch.Generator().manual_seed(3))
+    assert factor.std() > 1e-4 and torch.allclose(fixman_log_factor(moved, pairs, masses), factor)
