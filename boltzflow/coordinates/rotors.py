@@ -12,16 +12,16 @@ ordered h₊ (δ₊ ≈ +2π/3) and h₋ (δ₋ ≈ −2π/3), the rotor angle i
 A cyclic relabelling (h₁, h₊, h₋) → (h₊, h₋, h₁) shifts τ̄ by exactly 2π/3, so the sector
 τ̄ ∈ [c − π/3, c + π/3) holds exactly one of the three labellings of every structure; c
 is the reference's τ̄ (frames: the circular mean of 3τ̄ over 3, in the first frame's sector),
-so the reference keeps its labelling. (τ₁, δ) → (τ̄, δ) is a
-shear (unit Jacobian) and the flow's coordinate is θ = 3(τ̄ − c) on the circle, so
-log|det ∂τ₁/∂θ| = −log 3 per rotor. ``inverse`` relabels each rotor's hydrogens into the
-sector first (a permutation of atoms: no Jacobian), so all three labellings of a structure
-map to the same z.
+so the reference keeps its labelling. (τ₁, δ) → (τ̄, δ) is a shear (unit Jacobian) and the
+flow's coordinate is θ = 3(τ̄ − c) on the circle, so log|det ∂τ₁/∂θ| = −log 3 per rotor.
+``inverse`` relabels each rotor's hydrogens into the sector first (a permutation of atoms:
+no Jacobian), so all three labellings of a structure map to the same z.
 
 Normalisation: exp(−u)|det J| over the sector chart integrates to Z / 3 per rotor, where Z
 is the integral over the structures some relabelling of which the full chart covers: the
-full chart's, except for distortions that leave a branch dihedral's ±0.8 rad interval
-(tens of kT). log Z of the full space = log Z(sector) + log 3 per rotor (``log_sectors``).
+full chart's, except for distortions that take a relabelled branch dihedral out of its
+±0.8 rad interval (``normalization.BRANCH_WIDTH``: ≥ 6 thermal standard deviations,
+≥ 18 kT). log Z of the full space = log Z(sector) + log 3 per rotor (``log_sectors``).
 g is smooth: δ± stay within π/2 of ±2π/3 on their intervals, so the sum has a positive
 real part. At the seam θ = ±π the two sides are neighbouring labellings with the same δ: the
 target on the circle is continuous there for a symmetric rotor (δ± = ±2π/3) and otherwise
