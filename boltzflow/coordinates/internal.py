@@ -261,7 +261,7 @@ SCALES = ("fixed", "force-field")
 
 def for_system(system, reference: Optional[Positions] = None, cartesian_atoms: Optional[Sequence[int]] = None,
                zmatrix: Union[ZMatrix, Sequence[Sequence[int]], None] = None, scales: str = "fixed",
-               rotor_sectors: bool = True, **options) -> InternalCoordinates:
+               rotor_sectors: bool = False, **options) -> InternalCoordinates:
     """``InternalCoordinates`` of a ``System``: its Z-matrix (``zmatrix`` argument, else the
     system's ``zmatrix`` in the internal layout, else built from the bond graph) and its
     structure as reference unless ``reference`` (a structure or data frames) is given.

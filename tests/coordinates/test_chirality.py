@@ -38,8 +38,7 @@ def test_signed_volume_follows_the_cip_rule():
 
 def test_mirror_images_negate_every_dihedral_and_are_detected_through_internal_coordinates():
     system = load_system("alanine-dipeptide")
-    # plain dihedrals: rotor sectors would relabel the mirror image's methyl hydrogens
-    ic = system.internal_coordinates(rotor_sectors=False)
+    ic = system.internal_coordinates()
     x = torch.tensor(system.positions)[None]
     (b, a, d), (bm, am, dm) = (ic.physical(ic.inverse(y)[0]) for y in (x, x * MIRROR.double()))
     assert torch.allclose(b, bm) and torch.allclose(a, am)

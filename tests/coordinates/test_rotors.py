@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from boltzflow.coordinates import InternalCoordinates, ZMatrix, ZMatrixError, build_zmatrix, find_rotors
+from boltzflow.coordinates import (InternalCoordinates, ZMatrix, ZMatrixError, build_zmatrix, find_rotors,
+                                   has_expected_chirality)
+from boltzflow.flows import ProductBase
 from boltzflow.geometry import dihedral_angles
 from boltzflow.peptides import capped_peptide
 from boltzflow.system_builder import parametrise
@@ -95,7 +97,7 @@ def test_the_sector_chart_integrates_to_a_third_of_the_full_chart():
 
 
 def test_round_trip_and_log_det_against_autograd():
-    ic = ALA2.internal_coordinates()
+    ic = ALA2.internal_coordinates(rotor_sectors=True)
     assert [label for label in ic.labels if label.startswith("rotor")] == ["rotor 0-1-4-6", "rotor 19-18-16-14",
                                                                           "rotor 11-10-8-6"]
     z = points_in(ic.domains, 4, torch.float64)
@@ -104,14 +106,14 @@ def test_round_trip_and_log_det_against_autograd():
     assert difference(z2, z, ic.domains).max() < 1e-10 and (log_det + log_det_inv).abs().max() < 1e-10
     assert (log_det - full_log_det(ic, z)).abs().max() < 1e-8
     # the same structure in the full chart: the log-determinants differ by log 3 per rotor
-    plain = ALA2.internal_coordinates(rotor_sectors=False)
+    plain = ALA2.internal_coordinates()
     assert (plain.inverse(x)[1] - log_det_inv + 3 * math.log(3)).abs().max() < 1e-10
 
 
 @pytest.mark.parametrize("name", ["alanine-tetrapeptide", "alanine-tetrapeptide-hbonds"])
 def test_cyclic_relabellings_of_a_structure_map_to_one_point_of_the_same_energy(name):
     system = load_system(name)
-    ic = system.internal_coordinates()
+    ic = system.internal_coordinates(rotor_sectors=True)
     x, gen = noisy(system, 16)
     x = random_rigid(ic(ic.inverse(x)[0])[0], gen)     # X–H bonds at their constraint lengths (-hbonds)
     permuted = x.clone()
@@ -130,7 +132,7 @@ def test_cyclic_relabellings_of_a_structure_map_to_one_point_of_the_same_energy(
 
 
 def test_rotor_sectors_off_give_the_plain_torsions():
-    plain = ALA2.internal_coordinates(rotor_sectors=False)
+    plain = ALA2.internal_coordinates()
     assert plain.rotors == [] and plain.log_sectors == 0
     x, _ = noisy(ALA2, 4)
     direct = InternalCoordinates(plain.zmatrix, ALA2.positions)
@@ -143,4 +145,14 @@ def test_a_zmatrix_that_does_not_place_a_rotor_as_one():
     with pytest.raises(ZMatrixError, match=r"rotor at atom 1 \(hydrogens \[0, 2, 3\]\): the zmatrix does not place"):
         InternalCoordinates(zmatrix, ALA2.positions, rotors=[(1, (0, 2, 3))])
     # the system's automatic choice leaves that rotor as it is
-    assert [heavy for heavy, _ in ALA2.internal_coordinates(zmatrix=zmatrix).rotors] == [10, 18]
+    chosen = ALA2.internal_coordinates(zmatrix=zmatrix, rotor_sectors=True)
+    assert [heavy for heavy, _ in chosen.rotors] == [10, 18]
+
+
+@pytest.mark.parametrize("name", ["alanine-dipeptide", "alanine-hexapeptide-hbonds"])
+def test_every_point_of_the_sector_chart_keeps_the_declared_chirality(name):
+    system = load_system(name)
+    ic = system.internal_coordinates(rotor_sectors=True)
+    torch.manual_seed(0)
+    z = ProductBase(ic.domains).sample(20_000).double()
+    assert has_expected_chirality(ic(z)[0], system.chiral_centers).all()
