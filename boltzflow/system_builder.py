@@ -28,7 +28,7 @@ from .errors import BoltzflowError
 from .io.atomic import atomic_path, check_writable, default_mode, remove_stale
 from .io.toml import dumps_toml, read_toml
 from .peptides import backbone_dihedrals, backbone_states, capped_peptide, parse_sequence
-from .systems import load_system
+from .systems import CONSTRAINTS, load_system
 
 # the tetra- and hexapeptide benchmarks' force field (TA-BG): Amber ff99SB-ILDN with OBC2 GB
 DEFAULT_FORCEFIELD = ("amber99sbildn.xml", "amber99_obc.xml")
@@ -167,10 +167,11 @@ def rebuild_peptide_structure(folder: Union[str, Path], sequence: str) -> tuple[
 
 
 def system_toml(name: str, description: str, temperature: float, forcefield_files: Sequence[str],
-                dihedrals: dict, states: dict, chiral_centers: list, made_by: str = "") -> str:
+                dihedrals: dict, states: dict, chiral_centers: list, made_by: str = "",
+                constraints: str = "none") -> str:
     """The text of a ``system.toml`` (keys as in ``systems/README.md``)."""
     spec = {"name": name, "description": description, "structure": "structure.pdb", "temperature": float(temperature),
-            "forcefield": {"files": list(forcefield_files), "nonbonded_method": "NoCutoff", "constraints": "none"},
+            "forcefield": {"files": list(forcefield_files), "nonbonded_method": "NoCutoff", "constraints": constraints},
             "dihedrals": {k: list(v) for k, v in dihedrals.items()}, "states": states,
             "chiral_centers": chiral_centers}
     header = f"# written by {made_by}\n" if made_by else ""
@@ -179,7 +180,7 @@ def system_toml(name: str, description: str, temperature: float, forcefield_file
 
 def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Union[str, Path, None] = None,
                forcefield: Sequence[str] = DEFAULT_FORCEFIELD, temperature: float = 300.0,
-               name: Optional[str] = None, made_by: str = "") -> Path:
+               name: Optional[str] = None, made_by: str = "", constraints: str = "none") -> Path:
     """Write a system folder (``system.toml``, ``structure.pdb``) from a sequence or a PDB file.
 
     Args:
@@ -190,6 +191,9 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
         temperature: K.
         name: the system's name (default: the folder's name).
         made_by: the command that made it, written as a comment.
+        constraints: ``forcefield.constraints`` of system.toml (none | hbonds | allbonds |
+            hangles); the structure is minimised with flexible bonds either way, and the
+            internal coordinates must hold every constrained pair as a Z-matrix bond.
     Returns the folder. Raises ``BoltzflowError`` (one line, nothing written) for a wrong input.
     The folder is built in a scratch folder beside it (``.NAME.PID.RANDOM.tmp``) and renamed when
     complete; one left by a run that was killed is removed by the next run for the same folder.
@@ -203,6 +207,8 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
         raise BoltzflowError(f"{folder} already exists and is not an empty folder; choose a new one")
     if not 0 < temperature < math.inf:
         raise BoltzflowError(f"temperature must be a positive, finite number of K, got {temperature}")
+    if constraints not in CONSTRAINTS:
+        raise BoltzflowError(f"constraints must be one of {', '.join(CONSTRAINTS)}, got {constraints!r}")
     if sequence is not None:
         parse_sequence(sequence)
     check_writable(folder, "system folder", directory=True)
@@ -217,10 +223,12 @@ def new_system(folder: Union[str, Path], sequence: Optional[str] = None, pdb: Un
     traj_top = mdtraj.Topology.from_openmm(topology)
     dihedrals = backbone_dihedrals(traj_top)
     name = name or folder.name
-    description = (f"{source}, {' + '.join(Path(f).name for f in forcefield)}, {temperature:g} K, "
+    held = "" if constraints == "none" else f", constraints {constraints}"
+    description = (f"{source}, {' + '.join(Path(f).name for f in forcefield)}, {temperature:g} K{held}, "
                    f"{traj_top.n_atoms} atoms (minimised energy {energy:.1f} kJ/mol)")
     text = system_toml(name, description, temperature, [Path(f).name if Path(f).is_file() else f for f in forcefield],
-                       dihedrals, backbone_states(dihedrals), find_chiral_centers(traj_top, positions), made_by)
+                       dihedrals, backbone_states(dihedrals), find_chiral_centers(traj_top, positions), made_by,
+                       constraints)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(folder)  # scratch folders of earlier runs that were killed

@@ -136,6 +136,17 @@ class System:
     def n_atoms(self) -> int:
         return self.topology.n_atoms
 
+    @property
+    def constrained_bonds(self) -> list[tuple[int, int, float]]:
+        """(atom, atom, length nm) of every distance constraint of the OpenMM System
+        (``forcefield.constraints`` of system.toml; OpenMM leaves these pairs out of its bond
+        force). The internal coordinates hold them fixed."""
+        import openmm.unit as unit
+
+        constraints = [self.openmm_system.getConstraintParameters(k)
+                       for k in range(self.openmm_system.getNumConstraints())]
+        return [(int(i), int(j), float(d.value_in_unit(unit.nanometer))) for i, j, d in constraints]
+
     def energy(self, backend: str = "torch", platform: str = "CPU", workers: int = 0,
                compile: bool = False):
         """Reduced energy u = E/kT of positions [batch, n_atoms, 3] (nm) → [batch].

@@ -72,6 +72,9 @@ def systems_new(
                                                    "(default: amber99sbildn.xml amber99_obc.xml)."),
     temperature: float = typer.Option(300.0, "--temperature", help="Temperature (K)."),
     name: Optional[str] = typer.Option(None, "--name", help="System name (default: the folder's name)."),
+    constraints: str = typer.Option("none", "--constraints", help="Bonds OpenMM constrains: none | hbonds | "
+                                    "allbonds | hangles; the flow then holds them fixed (hbonds: the published "
+                                    "peptide benchmarks' set-up)."),
 ) -> None:
     """Write a new system folder from a peptide sequence or a PDB file.
 
@@ -94,9 +97,10 @@ def systems_new(
     words = ["boltzflow systems new", folder.name] + (["--sequence", sequence] if sequence else [])
     words += (["--pdb", pdb.name] if pdb else []) + [w for f in forcefield or () for w in ("--forcefield", f)]
     words += (["--temperature", f"{temperature:g}"] if temperature != 300.0 else []) + (["--name", name] if name else [])
+    words += ["--constraints", constraints] if constraints != "none" else []
     made_by = " ".join(shlex.quote(w) if w != words[0] else w for w in words)
     out = new_system(folder, sequence=sequence, pdb=pdb, forcefield=forcefield or DEFAULT_FORCEFIELD,
-                     temperature=temperature, name=name, made_by=made_by)
+                     temperature=temperature, name=name, made_by=made_by, constraints=constraints)
     systems_show(str(out))
 
 
@@ -116,6 +120,7 @@ def systems_show(name: str = typer.Argument(..., help="System name, folder or sy
     table.add_row("atoms", f"{system.n_atoms} ({', '.join(str(r) for r in system.topology.residues)})")
     forces = [type(f).__name__ for f in system.openmm_system.getForces()]
     table.add_row("forces", ", ".join(forces))
+    table.add_row("constraints", f"{len(system.constrained_bonds)} bonds held fixed (not flow coordinates)")
     for cv, atoms in system.dihedrals.items():
         names = "-".join(str(system.topology.atom(a).name) for a in atoms)
         table.add_row(f"dihedral {cv}", f"{list(atoms)}  ({names})")

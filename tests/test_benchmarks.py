@@ -166,3 +166,11 @@ def test_gpu_check_without_cuda_says_so_and_exits_0(tmp_path, capsys):
     assert bench.main(["--out", str(tmp_path / "check")]) == 0
     assert "no CUDA device" in capsys.readouterr().out and not (tmp_path / "check").exists()
 
+
+
+def test_fixman_factor_runs_at_toy_size(capsys):
+    result = load("fixman_factor").main(["alanine-tetrapeptide-hbonds", "--ps", "2", "--equilibration-ps", "0.2",
+                                         "--markdown"])
+    assert result["frames"] == 4 and result["factor_std"] > 0 and 0 < result["ess"] <= 1
+    assert abs(sum(s["reweighted"] for name, s in result["states"].items() if name.startswith("phi1_")) - 1) < 1e-9
+    assert "| alphaR2 |" in capsys.readouterr().out

@@ -227,3 +227,17 @@ def test_a_scratch_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path):
         (scratch / "structure.pdb").write_text("REMARK\n")
     new_system(tmp_path / "a", sequence="A")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a", live.name])
+
+
+def test_constraints_option_writes_a_constrained_system_and_rejects_a_bad_value(tmp_path):
+    result = CliRunner().invoke(cli, ["systems", "new", str(tmp_path / "a"), "--sequence", "A",
+                                      "--constraints", "hbonds"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "a" / "system.toml").read_text()
+    assert text.startswith("# written by boltzflow systems new a --sequence A --constraints hbonds\n")
+    assert 'constraints = "hbonds"' in text
+    system = load_system(tmp_path / "a")
+    assert len(system.constrained_bonds) == 12 and system.internal_coordinates().dim == 3 * 22 - 6 - 12
+    message = cli_error(["systems", "new", str(tmp_path / "b"), "--sequence", "A", "--constraints", "HBond"])
+    assert message == "constraints must be one of none, hbonds, allbonds, hangles, got 'HBond'"
+    assert not (tmp_path / "b").exists()

@@ -183,3 +183,31 @@ def test_shipped_structure_is_what_its_script_builds(tmp_path, name):
         sys.argv = argv
     rebuilt, shipped = load_system(folder), load_system(name)
     assert np.abs(rebuilt.positions - shipped.positions).max() < 1e-3   # nm; PDB rounding is 5e-5
+
+
+def test_constrained_bonds_leave_the_bond_force_and_keep_every_other_energy_term():
+    """forcefield.constraints = "hbonds": OpenMM holds the X–H pairs as constraints and drops
+    them from HarmonicBondForce; the torch force field matches OpenMM Reference on that System."""
+    import openmm
+
+    from boltzflow.reference.simulation import langevin_context
+
+    constrained, flexible = load_system("alanine-tetrapeptide-hbonds"), load_system("alanine-tetrapeptide")
+    counts = {}
+    for system in (constrained, flexible):
+        forces = {type(f).__name__: f for f in system.openmm_system.getForces()}
+        counts[system.name] = (forces["HarmonicBondForce"].getNumBonds(), forces["HarmonicAngleForce"].getNumAngles())
+    assert counts == {"alanine-tetrapeptide-hbonds": (19, 72), "alanine-tetrapeptide": (41, 72)}
+    assert [(i, j) for i, j, _ in constrained.constrained_bonds][:3] == [(2, 3), (2, 4), (2, 5)]
+    assert {round(d, 6) for *_, d in constrained.constrained_bonds} == {0.101, 0.109}   # N–H, C–H of Amber
+    xyz = constrained.positions[None] + 0.01 * np.random.default_rng(0).standard_normal((4, 42, 3))
+    context = openmm.Context(constrained.openmm_system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    reference = []
+    for x in xyz:
+        context.setPositions(x)
+        reference.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    energy = constrained.energy("torch").double()(torch.tensor(xyz)) * constrained.kT
+    np.testing.assert_allclose(energy.numpy(), reference, rtol=1e-9, atol=1e-6)
+    with pytest.raises(BoltzflowError, match="22 constraints.*forcefield.constraints = \"none\""):
+        langevin_context(constrained)

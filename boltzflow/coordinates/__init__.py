@@ -9,12 +9,14 @@ system.
 
 from .cartesian import CartesianBlock
 from .chirality import D, L, chirality, find_chiral_centers, has_expected_chirality, signed_volumes
+from .fixman import fixman_log_factor
 from .internal import InternalCoordinates, for_system
 from .normalization import Normalization, circular_mean
+from .rotors import RotorSectors, find_rotors
 from .zmatrix import ZMatrix, ZMatrixError, build_zmatrix
 
 __all__ = [
-    "CartesianBlock", "D", "InternalCoordinates", "L", "Normalization", "ZMatrix", "ZMatrixError",
-    "build_zmatrix", "chirality", "circular_mean", "find_chiral_centers", "for_system", "has_expected_chirality",
-    "signed_volumes",
+    "CartesianBlock", "D", "InternalCoordinates", "L", "Normalization", "RotorSectors", "ZMatrix", "ZMatrixError",
+    "build_zmatrix", "chirality", "circular_mean", "find_chiral_centers", "find_rotors", "fixman_log_factor",
+    "for_system", "has_expected_chirality", "signed_volumes",
 ]

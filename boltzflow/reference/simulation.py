@@ -56,8 +56,9 @@ def langevin_context(system, platform: str = "CPU", seed: int = 0, properties: O
     for force in forces:
         omm_system.addForce(force)
     if omm_system.getNumConstraints():
-        raise BoltzflowError(f"{system.name} has constraints; reference simulations expect none "
-                             "(set forcefield.constraints = \"none\" in system.toml)")
+        raise BoltzflowError(f"{system.name} has {omm_system.getNumConstraints()} constraints; constrained MD samples "
+                             "another density than the flow's rigid-bond target (the mass-metric factor, "
+                             "systems/README.md), so reference simulations need forcefield.constraints = \"none\"")
     integrator = openmm.LangevinMiddleIntegrator(system.temperature * unit.kelvin, FRICTION_PER_PS / unit.picosecond,
                                                  TIMESTEP_PS * unit.picoseconds)
     integrator.setRandomNumberSeed(openmm_seed(seed, 0))

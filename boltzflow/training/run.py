@@ -147,7 +147,7 @@ def build_run(settings: Settings) -> Run:
         energy = system.energy("openmm", workers=options.workers)
     else:
         energy = system.energy("torch", compile=options.compile).to(device, dtype)
-    coordinates = system.internal_coordinates(scales=base.scales).to(device, dtype)
+    coordinates = system.internal_coordinates(scales=base.scales, rotor_sectors=model.rotor_sectors).to(device, dtype)
     target = BoltzmannTarget(energy, coordinates, system.chiral_centers, mirror=options.mirror,
                              mirror_penalty=options.mirror_penalty, energy_high=options.energy_high or None,
                              temperature=settings.temperature or system.temperature)

@@ -52,13 +52,17 @@ BASES: dict[str, BaseKind] = {"thermal": BaseKind("force-field", "normal"), "uni
 @dataclass
 class ModelSettings:
     """``[model]``: the spline flow (coupling ``layers``, spline ``bins``, ``hidden`` widths of
-    the conditioners, shifts of the circular coordinates) and its ``base`` (``BASES``)."""
+    the conditioners, shifts of the circular coordinates), its ``base`` (``BASES``) and
+    ``rotor_sectors``: methyl / NH₃⁺ rotors confined to one of their three equivalent sectors
+    (``boltzflow.coordinates.rotors``; log Z of the full space adds log 3 per rotor). Off by
+    default: on alanine dipeptide it raised the ESS but lost φ > 0 (benchmarks/RESULTS.md)."""
 
     layers: int = 8
     bins: int = 8
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     circular_shift: bool = True
     base: str = "thermal"
+    rotor_sectors: bool = False
 
     def check(self) -> None:
         for key in ("layers", "bins"):

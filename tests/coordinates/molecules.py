@@ -99,12 +99,20 @@ def ideal_values(topology, zmatrix, ring=()):
 
 
 def full_log_det(ic, z):
-    """log|det| [batch] of (translation, rotation vector at identity, z) → positions, with exact
-    rigid-body columns and autograd for the z columns (3N × 3N, float64)."""
+    """log|det| [batch] of (translation, rotation vector at identity, z, fixed bond lengths) →
+    positions, with exact rigid-body columns and autograd for the z and fixed-bond columns
+    (3N × 3N, float64; the fixed bonds' columns at their fixed lengths, in nm)."""
+    from torch.func import functional_call
+
+    dim = z.shape[1]
+
+    def positions(v):
+        return functional_call(ic, {"fixed_length": v[dim:]}, (v[None, :dim],))[0][0].flatten()
+
     out = []
     for zi in z:
         x = ic(zi[None])[0][0]
-        jac = torch.autograd.functional.jacobian(lambda v: ic(v[None])[0][0].flatten(), zi, vectorize=True)
+        jac = torch.autograd.functional.jacobian(positions, torch.cat([zi, ic.fixed_length.to(zi)]), vectorize=True)
         eye = torch.eye(3, dtype=x.dtype, device=x.device)
         translations = eye.repeat(len(x), 1)
         rotations = torch.stack([torch.linalg.cross(eye[k].expand_as(x), x, dim=-1).flatten() for k in range(3)], -1)

@@ -20,7 +20,8 @@ from boltzflow.io import load_checkpoint, read_toml, write_toml
 from boltzflow.reference.trajectory import append_frames, create_trajectory
 from boltzflow.systems import load_system
 from boltzflow.training.config import resolve_config
-from boltzflow.training.run import EARLY_STOP_EXIT_CODE, load_run, train
+from boltzflow.training.run import EARLY_STOP_EXIT_CODE, build_run, load_run, train
+from boltzflow.training.settings import Settings
 
 TINY = ["log_every=1", "eval_batch_size=32", "final_samples=64", "model.layers=2", "model.hidden=[16]"]
 
@@ -138,13 +139,16 @@ def test_load_run_rebuilds_the_trained_model(tmp_path):
 
 
 def test_a_run_from_before_the_thermal_base_loads_as_it_was_trained(tmp_path):
-    """config.toml files written before ``model.base`` existed describe uniform-base runs."""
-    train(tiny("rkl", 'model.base="uniform"'), tmp_path)
+    """config.toml files written before ``model.base`` existed describe uniform-base runs,
+    and those written before ``model.rotor_sectors`` runs over the methyls' full turn."""
+    train(tiny("rkl", 'model.base="uniform"', "model.rotor_sectors=true"), tmp_path)
     config = read_toml(tmp_path / "config.toml")
-    del config["model"]["base"]
+    assert config["model"]["rotor_sectors"] is True
+    del config["model"]["base"], config["model"]["rotor_sectors"]
     write_toml(tmp_path / "config.toml", config)
     run = load_run(tmp_path)
-    assert run.config["model"]["base"] == "uniform"
+    assert run.config["model"]["base"] == "uniform" and run.config["model"]["rotor_sectors"] is False
+    assert run.coordinates.rotors == [] and build_run(Settings.from_config(tiny())).coordinates.rotors == []
     assert run.flow.base.families["interval"] == "uniform"
     scale = run.coordinates.normalization.bond_scale
     assert scale.std() == 0 and scale[0].item() == pytest.approx(0.004, rel=1e-6)  # float32 run
