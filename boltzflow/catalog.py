@@ -19,11 +19,16 @@ def available_systems() -> dict[str, Path]:
     return {p.name: p for p in sorted(library.iterdir()) if (p / "system.toml").is_file()}
 
 
-def system_descriptions() -> dict[str, tuple[str, int]]:
-    """(one-line description, number of atoms) of each shipped system, by name."""
+def system_descriptions() -> dict[str, tuple[str, int, int]]:
+    """(one-line description, number of atoms, flow dimensions) of each shipped system, by name:
+    3N − 6 internal coordinates, less one per hydrogen (its bond) when X–H bonds are constrained."""
     out = {}
     for name, folder in available_systems().items():
         spec = tomllib.loads((folder / "system.toml").read_text())
-        lines = (folder / spec.get("structure", "structure.pdb")).read_text().splitlines()
-        out[name] = (spec.get("description", ""), sum(line.startswith(("ATOM", "HETATM")) for line in lines))
+        atoms = [line for line in (folder / spec.get("structure", "structure.pdb")).read_text().splitlines()
+                 if line.startswith(("ATOM", "HETATM"))]
+        fixed = 0
+        if spec.get("forcefield", {}).get("constraints", "none") == "hbonds":
+            fixed = sum(line[76:78].strip() == "H" for line in atoms)   # PDB element columns
+        out[name] = (spec.get("description", ""), len(atoms), 3 * len(atoms) - 6 - fixed)
     return out

@@ -17,6 +17,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .catalog import available_systems
 from .errors import BoltzflowError
 from .geometry import dihedral_angles
 from .io.toml import tomllib
@@ -24,25 +25,6 @@ from .units import thermal_energy
 
 NONBONDED_METHODS = ("NoCutoff",)
 CONSTRAINTS = {"none": None, "hbonds": "HBonds", "allbonds": "AllBonds", "hangles": "HAngles"}
-
-
-def _library() -> Path:
-    return Path(str(resources.files("boltzflow.system_files")))
-
-
-def available_systems() -> dict[str, Path]:
-    """Names of the shipped systems and their folders."""
-    return {p.name: p for p in sorted(_library().iterdir()) if (p / "system.toml").is_file()}
-
-
-def system_descriptions() -> dict[str, tuple[str, int]]:
-    """(one-line description, number of atoms) of each shipped system, by name."""
-    out = {}
-    for name, folder in available_systems().items():
-        spec = tomllib.loads((folder / "system.toml").read_text())
-        lines = (folder / spec.get("structure", "structure.pdb")).read_text().splitlines()
-        out[name] = (spec.get("description", ""), sum(line.startswith(("ATOM", "HETATM")) for line in lines))
-    return out
 
 
 class SystemFileError(BoltzflowError):

@@ -41,7 +41,7 @@ app.add_typer(systems_app, name="systems")
 
 @systems_app.callback()
 def systems_list(ctx: typer.Context) -> None:
-    """List the shipped molecular systems: atoms, dimensions (3N − 6) and a one-line description.
+    """List the shipped molecular systems: atoms, flow dimensions and a one-line description.
 
     [bold]Examples[/bold]: boltzflow systems · boltzflow systems show alanine-tetrapeptide ·
     boltzflow systems new my-peptide --sequence GYDPETGTW
@@ -55,8 +55,8 @@ def systems_list(ctx: typer.Context) -> None:
     table.add_column("atoms", justify="right")
     table.add_column("dimensions", justify="right")
     table.add_column("description")
-    for name, (description, n_atoms) in system_descriptions().items():
-        table.add_row(name, str(n_atoms), str(3 * n_atoms - 6), description)
+    for name, (description, n_atoms, dimensions) in system_descriptions().items():
+        table.add_row(name, str(n_atoms), str(dimensions), description)
     console.print(table)
     console.print("A folder with system.toml, or a .toml path, works wherever a name does; "
                   "[bold]boltzflow systems new[/bold] writes one from a sequence or a PDB file.")
