@@ -107,13 +107,20 @@ def pmf_band(profile: Profile, top: float) -> tuple[np.ndarray, np.ndarray, np.n
     return low, high, unbounded
 
 
+BAND_FLOOR = 5.0
+"""kT below a PMF's lowest value at which the plot's axis ends: a band reaching further down
+(a bootstrap over a handful of dominant weights can reach −300 kT) is cut there, and the
+title says so, instead of squashing the curve to a line."""
+
+
 def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = "φ",
              max_free_energy: float = 20.0, note: str = "") -> Path:
     """PMF curves, one line per profile, broken where a bin holds no sample, up to
     ``max_free_energy`` kT (bins above it lie off the plot, as the title says). Every plotted
     bin carries its band as a box one bin wide: the profile's own interval ([``low``, ``high``],
     a percentile bootstrap over the samples for flow samples, MBAR's for an umbrella), hatched
-    where it is unbounded above (``pmf_band``). ``note`` (e.g. an unreliable PSIS verdict) is
+    where it is unbounded above (``pmf_band``), cut ``BAND_FLOOR`` kT below the lowest
+    value. ``note`` (e.g. an unreliable PSIS verdict) is
     written in red above the plot. Returns ``path``."""
     figure = _figure(figsize=(6, 4.3 if note else 4), constrained_layout=True)
     ax = figure.subplots()
@@ -131,10 +138,14 @@ def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = 
         hatched |= bool(unbounded.any())
     level = next(iter(profiles.values())).level if profiles else 0.95
     clipped = any(np.nanmax(_finite_or_nan(p.free_energy), initial=-np.inf) > top for p in profiles.values())
-    bottom = min(0.0, *(float(np.nanmin(_finite_or_nan(p.low), initial=0.0)) for p in profiles.values())) - 0.5
+    lowest = min(0.0, *(float(np.nanmin(_finite_or_nan(p.free_energy), initial=0.0)) for p in profiles.values()))
+    reach = min(0.0, *(float(np.nanmin(_finite_or_nan(p.low), initial=0.0)) for p in profiles.values()))
+    cut = reach < lowest - BAND_FLOOR
+    bottom = max(reach, lowest - BAND_FLOOR) - 0.5
     ax.set(xlabel=f"{cv} (°)", ylabel="free energy (kT)", xlim=(-180, 180), xticks=range(-180, 181, 60),
            ylim=(bottom, top), title=f"PMF along {cv} (bands: {level:.0%} confidence"
-                                     + ("; hatched: unbounded above" if hatched else "") + ")"
+                                     + ("; hatched: unbounded above" if hatched else "")
+                                     + (f"; cut {BAND_FLOOR:g} kT below the minimum" if cut else "") + ")"
                                      + (f"; bins above {top:g} kT not shown" if clipped else ""))
     ax.title.set_fontsize("medium")
     ax.legend()

@@ -1,5 +1,6 @@
 """Plots are written as PNG files, atomically, without a screen."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -90,6 +91,22 @@ def test_pmf_lines_break_at_empty_bins_and_every_plotted_bin_has_its_band(tmp_pa
     unbounded = [p for p in boxes.values() if p.get_hatch()]
     assert unbounded and all(p.get_y() + p.get_height() >= ax.get_ylim()[1] for p in unbounded)
     assert "hatched: unbounded above" in ax.get_title()
+
+
+def test_a_band_far_below_the_curve_is_cut_at_the_axis_and_said_so(tmp_path, figures):
+    """A degenerate bootstrap (a few samples with all the weight) can put a band's lower end at
+    −300 kT: the axis ends BAND_FLOOR below the curve's minimum, not there."""
+    from boltzflow.analysis.plots import BAND_FLOOR
+
+    phi, log_w = rare_basin()
+    profile = pmf(phi, log_w, 72, n_boot=50, generator=torch.Generator().manual_seed(1))
+    deep = dataclasses.replace(profile, low=torch.where(torch.isfinite(profile.low), profile.low - 300, profile.low))
+    plot_pmf({"flow": deep}, tmp_path / "deep.png")
+    ax = figures[-1].axes[0]
+    assert ax.get_ylim()[0] == pytest.approx(-BAND_FLOOR - 0.5)
+    assert f"cut {BAND_FLOOR:g} kT below the minimum" in ax.get_title()
+    plot_pmf({"flow": profile}, tmp_path / "pmf.png")
+    assert "cut" not in figures[-1].axes[0].get_title()
 
 
 def test_ramachandran_colours_span_the_data_and_show_their_clipping(tmp_path, figures):
