@@ -27,23 +27,40 @@ def md(
     LangevinMiddleIntegrator at the system's temperature: 1 fs steps, friction 1/ps, from the minimised structure.
 
     Frames go to OUT.partial, a checkpoint to OUT.checkpoint; OUT appears when the run is complete.
+    SIGTERM, SIGINT and SIGUSR1 stop it after the frame under way with exit code 75 (run the same
+    command again to continue from the last checkpoint).
 
     [bold]Example[/bold]: boltzflow md alanine-dipeptide --ns 1 --out md.h5
     """
-    from boltzflow.errors import storage_errors
+    from boltzflow.cli.console import Stopped
+    from boltzflow.errors import EX_TEMPFAIL, storage_errors
     from boltzflow.reference import run_md
+    from boltzflow.reference.md import md_paths
     from boltzflow.systems import load_system
     from boltzflow.threads import use_threads
+    from boltzflow.training.trainer import on_stop_signals
 
     use_threads(threads)
 
     loaded = load_system(system)
     then = "the frames up to the last checkpoint are kept; free space or make it writable, then run the same command"
     title = f"MD of {loaded.name}"
-    with progress_bar(title, console) as bar, storage_errors(out, then):
-        task = bar.add_task(title, total=None)
-        result = run_md(loaded, ns, out, platform=platform, seed=seed, report_interval=report_interval,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+    signals: list = []   # a stop signal is taken between two frames, never inside a write
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+        if signals:
+            raise Stopped(signals[0])
+
+    try:
+        with on_stop_signals(signals.append), progress_bar(title, console) as bar, storage_errors(out, then):
+            task = bar.add_task(title, total=None)
+            result = run_md(loaded, ns, out, platform=platform, seed=seed, report_interval=report_interval,
+                            progress=progress)
+    except Stopped as stop:
+        console.print(f"stopped by {stop}; the frames up to the last checkpoint are kept in {md_paths(out)[1]}: "
+                      "run the same command again to continue", soft_wrap=True)
+        raise typer.Exit(EX_TEMPFAIL) from None
     resumed = f" (resumed at frame {result.resumed_from})" if result.resumed_from else ""
     console.print(f"wrote {result.frames} frames ({ns:g} ns) to {result.path}{resumed}")
 

@@ -67,6 +67,34 @@ def test_sigterm_in_a_window_exits_75_and_the_same_command_finishes(tmp_path, mo
     assert load_umbrella(tmp_path)["cv"].shape == (4, 5)
 
 
+def test_sigterm_during_md_exits_75_and_the_same_command_finishes(tmp_path, monkeypatch, sigterm_exits):
+    """A stop signal ends md after the frame under way (never inside a write) with exit 75; the
+    same command continues from the checkpoint to the whole trajectory."""
+    run_md, sent = boltzflow.reference.run_md, []
+
+    def sigterm_halfway(*args, progress, **kwargs):
+        def progress_then_signal(done, total):
+            progress(done, total)
+            if done > total // 2 and not sent:
+                sent.append(done)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        return run_md(*args, progress=progress_then_signal, **kwargs)
+
+    out = tmp_path / "md.h5"
+    arguments = ["md", "alanine-dipeptide-vacuum", "--ns", "0.002", "--report-interval", "100", "--threads", "1",
+                 "--out", str(out)]
+    monkeypatch.setattr(boltzflow.reference, "run_md", sigterm_halfway)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 75, result.output
+    assert "stopped by SIGTERM" in result.output and not out.exists()
+    monkeypatch.setattr(boltzflow.reference, "run_md", run_md)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    with h5py.File(out) as f:
+        assert len(f["time"]) == 20
+
+
 def test_help_shows_examples_and_bad_input_is_a_user_error(tmp_path):
     for command in ("md", "umbrella"):
         result = runner.invoke(app, [command, "--help"])
