@@ -291,6 +291,7 @@ def free_energy(
       boltzflow free-energy runs/ala/samples.h5 --reference md.h5 --plots figures --json report.json
       boltzflow free-energy runs/ala -n 200000 --reference umbrella --json -
     """
+    from boltzflow.errors import storage_errors
     from boltzflow.runs import free_energy_report, load_reference, report_plots, samples_for, shipped_reference
     from boltzflow.io import atomic_path, check_writable
     from boltzflow.threads import use_threads
@@ -311,7 +312,9 @@ def free_energy(
     if ref is not None and ref.kind == "trajectory" and run is None and samples.run_dir is not None:
         run = load_run(samples.run_dir, device)
     report = free_energy_report(samples, ref, run, keep_mirror, seed=seed)
-    written = report_plots(samples, plots, ref, keep_mirror, seed=seed, psis=report.psis) if plots is not None else []
+    then = "free space or make it writable, then run the same command"
+    with storage_errors(plots or ".", then):
+        written = report_plots(samples, plots, ref, keep_mirror, seed=seed, psis=report.psis) if plots is not None else []
     data = {**report.as_dict(), "plots": [str(p) for p in written]}
     text = json.dumps(data, indent=1)
     if quiet:
@@ -321,7 +324,7 @@ def free_energy(
     if report.comparison is not None:
         console.print(_comparison_table(report.comparison))
     if json_out is not None:
-        with atomic_path(json_out) as tmp:
+        with storage_errors(json_out, then), atomic_path(json_out) as tmp:
             tmp.write_text(text + "\n")
         console.print(f"JSON: {json_out}")
     for path in written:

@@ -121,6 +121,17 @@ def test_a_full_disk_while_writing_samples_or_a_trajectory_exits_75(samples_file
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("output", ["--json", "--plots"])
+def test_a_full_disk_while_free_energy_writes_exits_75(samples_file, tmp_path, monkeypatch, capsys, output):
+    import boltzflow.io.atomic as atomic
+
+    monkeypatch.setattr(atomic.os, "replace", disk_full)   # the last step of every atomic write
+    target = tmp_path / ("report.json" if output == "--json" else "figures")
+    code, _, err = boltzflow(monkeypatch, capsys, "free-energy", samples_file, output, target)
+    assert code == EX_TEMPFAIL
+    one_error_line(err, "No space left on device")
+
+
 @pytest.mark.parametrize("ais", [[], ["--ais", "2", "--ais-warmup", "1", "--ais-warmup-size", "4"]])
 def test_a_model_with_non_finite_parameters_is_not_sampled(tmp_path, tmp_path_factory, monkeypatch, capsys, ais):
     import torch
