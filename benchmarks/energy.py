@@ -124,7 +124,8 @@ from boltzflow.systems import load_system
 sys.path.insert(0, {bench!r})
 from energy import conformations, energy_and_forces
 system = load_system({system!r})
-run = energy_and_forces(system.energy("torch").float(), torch.tensor(conformations(system, {batch}), dtype=torch.float32))
+xyz = torch.tensor(conformations(system, {batch}), dtype=torch.float32)
+run = energy_and_forces(system.energy("torch").float(), xyz)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 run()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)

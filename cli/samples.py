@@ -313,8 +313,10 @@ def free_energy(
         run = load_run(samples.run_dir, device)
     report = free_energy_report(samples, ref, run, keep_mirror, seed=seed)
     then = "free space or make it writable, then run the same command"
-    with storage_errors(plots or ".", then):
-        written = report_plots(samples, plots, ref, keep_mirror, seed=seed, psis=report.psis) if plots is not None else []
+    written = []
+    if plots is not None:
+        with storage_errors(plots, then):
+            written = report_plots(samples, plots, ref, keep_mirror, seed=seed, psis=report.psis)
     data = {**report.as_dict(), "plots": [str(p) for p in written]}
     text = json.dumps(data, indent=1)
     if quiet:
