@@ -41,21 +41,28 @@ def sigterm_exits():
     signal.signal(signal.SIGTERM, previous)
 
 
-def test_sigterm_in_a_window_exits_75_and_the_same_command_finishes(tmp_path, monkeypatch, sigterm_exits):
-    run_umbrella, sent = boltzflow.reference.run_umbrella, []
+def sigterm_halfway(run):
+    """``run`` (run_md, run_umbrella) sending this process SIGTERM once, when its progress passes
+    half; the signal is handled before ``os.kill`` returns, i.e. in the frame or window under way."""
+    sent = []
 
-    def sigterm_in_the_third_window(*args, progress, **kwargs):
+    def wrapped(*args, progress, **kwargs):
         def progress_then_signal(done, total):
             progress(done, total)
             if done > total // 2 and not sent:
                 sent.append(done)
-                os.kill(os.getpid(), signal.SIGTERM)  # handled before kill returns: in this window
+                os.kill(os.getpid(), signal.SIGTERM)
 
-        return run_umbrella(*args, progress=progress_then_signal, **kwargs)
+        return run(*args, progress=progress_then_signal, **kwargs)
 
+    return wrapped
+
+
+def test_sigterm_in_a_window_exits_75_and_the_same_command_finishes(tmp_path, monkeypatch, sigterm_exits):
+    run_umbrella = boltzflow.reference.run_umbrella
     arguments = ["umbrella", "alanine-dipeptide-vacuum", "--windows", "4", "--ps", "0.5", "--equilibration-ps",
                  "0.05", "--out", str(tmp_path), "--bins", "24", "--threads", "1"]
-    monkeypatch.setattr(boltzflow.reference, "run_umbrella", sigterm_in_the_third_window)
+    monkeypatch.setattr(boltzflow.reference, "run_umbrella", sigterm_halfway(run_umbrella))  # in window 3
     result = runner.invoke(app, arguments)
     assert result.exit_code == 75, result.output
     assert "stopped by SIGTERM" in result.output and "run the same command again" in result.output
@@ -70,21 +77,11 @@ def test_sigterm_in_a_window_exits_75_and_the_same_command_finishes(tmp_path, mo
 def test_sigterm_during_md_exits_75_and_the_same_command_finishes(tmp_path, monkeypatch, sigterm_exits):
     """A stop signal ends md after the frame under way (never inside a write) with exit 75; the
     same command continues from the checkpoint to the whole trajectory."""
-    run_md, sent = boltzflow.reference.run_md, []
-
-    def sigterm_halfway(*args, progress, **kwargs):
-        def progress_then_signal(done, total):
-            progress(done, total)
-            if done > total // 2 and not sent:
-                sent.append(done)
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        return run_md(*args, progress=progress_then_signal, **kwargs)
-
+    run_md = boltzflow.reference.run_md
     out = tmp_path / "md.h5"
     arguments = ["md", "alanine-dipeptide-vacuum", "--ns", "0.002", "--report-interval", "100", "--threads", "1",
                  "--out", str(out)]
-    monkeypatch.setattr(boltzflow.reference, "run_md", sigterm_halfway)
+    monkeypatch.setattr(boltzflow.reference, "run_md", sigterm_halfway(run_md))
     result = runner.invoke(app, arguments)
     assert result.exit_code == 75, result.output
     assert "stopped by SIGTERM" in result.output and not out.exists()
