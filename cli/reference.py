@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from boltzflow.cli.console import console, progress_bar
+from boltzflow.cli.console import Stopped, console, progress_bar, raise_stopped
 
 
 def md(
@@ -32,7 +32,6 @@ def md(
 
     [bold]Example[/bold]: boltzflow md alanine-dipeptide --ns 1 --out md.h5
     """
-    from boltzflow.cli.console import Stopped
     from boltzflow.errors import EX_TEMPFAIL, storage_errors
     from boltzflow.reference import run_md
     from boltzflow.reference.md import md_paths
@@ -107,7 +106,6 @@ def umbrella(
       boltzflow umbrella alanine-dipeptide --cv phi,psi --windows 12 --ps 30 --repeats 3 --out umbrella2d
     """
     from boltzflow.analysis.mbar import import_pymbar
-    from boltzflow.cli.console import Stopped, raise_stopped
     from boltzflow.errors import EX_TEMPFAIL, BoltzflowError
     from boltzflow.reference import run_umbrella
     from boltzflow.reference.umbrella import DATA_FILE, parse_cvs

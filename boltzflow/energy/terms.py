@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..geometry import Vector, angle, dihedral, dot, norm
+from ..geometry import Vector, angle, dihedral, norm
 from ..units import ONE_4PI_EPS0
 
 

@@ -48,7 +48,8 @@ def test_a_narrow_terminal_keeps_counter_elapsed_and_remaining_whole():
 def test_each_phase_has_its_own_row_named_by_its_task():
     console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
     bar = progress_bar("AIS warm-up", console, total=4000)
-    warm_up, sampling = bar.add_task("AIS warm-up", total=20), bar.add_task("sampling", total=4000)
+    warm_up = bar.add_task("AIS warm-up", total=20)
+    bar.add_task("sampling", total=4000)
     bar.update(warm_up, completed=7)
     console.print(bar.get_renderable())
     first, second = console.file.getvalue().splitlines()[:2]
