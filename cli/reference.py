@@ -13,18 +13,18 @@ from boltzflow.cli.console import Stopped, console, progress_bar, raise_stopped
 
 def md(
     system: str = typer.Argument(..., help="System name, folder or system.toml path."),
-    ns: float = typer.Option(..., "--ns", help="Simulated time in nanoseconds (1 fs steps)."),
+    ns: float = typer.Option(..., "--ns", help="Simulated time in nanoseconds (1 fs steps; 2 fs with constrained bonds)."),
     out: Path = typer.Option(Path("md.h5"), help="Trajectory file (mdtraj HDF5); must not exist yet."),
     platform: str = typer.Option("CPU", help="OpenMM platform: CPU, CUDA, OpenCL or Reference."),
     seed: int = typer.Option(0, help="Random seed of the velocities and the Langevin noise."),
     threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for PyTorch and OpenMM. Default: OMP_NUM_THREADS, "
                                                       "SLURM_CPUS_PER_TASK, else the CPUs this process may use; "
                                                       "1 on a node shared with other jobs."),
-    report_interval: int = typer.Option(1000, min=1, help="Steps (fs) between saved frames."),
+    report_interval: int = typer.Option(1000, min=1, help="Integration steps between saved frames (1 fs each; 2 fs with constrained bonds)."),
 ) -> None:
     """Run reference Langevin MD and save the trajectory; rerun the same command to resume.
 
-    LangevinMiddleIntegrator at the system's temperature: 1 fs steps, friction 1/ps, from the minimised structure.
+    LangevinMiddleIntegrator at the system's temperature: 1 fs steps (2 fs with constrained bonds), friction 1/ps, from the minimised structure.
 
     Frames go to OUT.partial, a checkpoint to OUT.checkpoint; OUT appears when the run is complete.
     SIGTERM, SIGINT and SIGUSR1 stop it after the frame under way with exit code 75 (run the same

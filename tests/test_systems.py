@@ -209,5 +209,13 @@ def test_constrained_bonds_leave_the_bond_force_and_keep_every_other_energy_term
         reference.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     energy = constrained.energy("torch").double()(torch.tensor(xyz)) * constrained.kT
     np.testing.assert_allclose(energy.numpy(), reference, rtol=1e-9, atol=1e-6)
-    with pytest.raises(BoltzflowError, match="22 constraints.*forcefield.constraints = \"none\""):
-        langevin_context(constrained)
+    # reference MD of a constrained system: 2 fs steps, and the constrained bonds keep their
+    # lengths to OpenMM's constraint tolerance (1e-5, relative) after 50 steps
+    context = langevin_context(constrained, "Reference")
+    assert context.getIntegrator().getStepSize().value_in_unit(unit.picosecond) == 0.002
+    context.getIntegrator().step(50)
+    moved = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    pairs = np.array([(i, j) for i, j, _ in constrained.constrained_bonds])
+    lengths = np.linalg.norm(moved[pairs[:, 0]] - moved[pairs[:, 1]], axis=1)
+    np.testing.assert_allclose(lengths, [d for *_, d in constrained.constrained_bonds], rtol=2e-5)
+    assert np.abs(moved - constrained.positions).max() > 1e-3   # it did move

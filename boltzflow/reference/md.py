@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import BoltzflowError
 from ..io import atomic_path
-from .simulation import (TIMESTEP_PS, changed_settings, langevin_context, minimise_and_thermalise,
+from .simulation import (changed_settings, langevin_context, minimise_and_thermalise, timestep_ps,
                          other_settings_error, positions_and_energy, restore_state, save_state)
 from .trajectory import append_frames, count_frames, create_trajectory, truncate_frames
 
@@ -49,7 +49,7 @@ def run_md(system, ns: float, out: Union[str, Path] = "md.h5", platform: str = "
 
     Args:
         system: a boltzflow ``System``.
-        ns: simulated time (ns); 1 fs steps, so ``ns * 1e6`` steps.
+        ns: simulated time (ns), in steps of ``timestep_ps(system)`` (1 fs; 2 fs with constraints).
         out: trajectory file (mdtraj HDF5, ``.h5``); must not exist yet.
         platform: OpenMM platform ("CPU", "CUDA", "OpenCL", "Reference").
         seed: seeds the velocities and the Langevin noise.
@@ -63,9 +63,9 @@ def run_md(system, ns: float, out: Union[str, Path] = "md.h5", platform: str = "
     if report_interval < 1 or checkpoint_interval < 1:
         raise BoltzflowError(f"report_interval and checkpoint_interval must be >= 1, got "
                              f"{report_interval} and {checkpoint_interval}")
-    total = round(ns * 1e3 / TIMESTEP_PS) // report_interval
+    total = round(ns * 1e3 / timestep_ps(system)) // report_interval
     if total < 1:
-        raise BoltzflowError(f"{ns} ns is shorter than one frame ({report_interval} steps of {TIMESTEP_PS} ps)")
+        raise BoltzflowError(f"{ns} ns is shorter than one frame ({report_interval} steps of {timestep_ps(system)} ps)")
     out, partial, checkpoint = md_paths(out)
     if out.exists():
         raise BoltzflowError(f"{out} already exists; remove it or choose another output file")

@@ -1,6 +1,11 @@
 """The Langevin dynamics that reference simulations share: OpenMM's LangevinMiddleIntegrator at
-the system's temperature, 1 fs steps, friction 1/ps, no constraints (the shipped systems
-have none), on a chosen platform; states saved as portable XML for resuming.
+the system's temperature, friction 1/ps, 1 fs steps (2 fs when the system constrains bonds,
+``timestep_ps``), on a chosen platform; states saved as portable XML for resuming.
+
+Constrained MD samples the rigid-bond density times the mass-metric factor det(Z_m)^½, the
+flow's target without it (systems/README.md); for X–H constraints the factor changes no
+population in the fourth digit (benchmarks/RESULTS.md, "the mass-metric factor"), so such
+runs serve as references for the flow's target.
 """
 
 from __future__ import annotations
@@ -15,8 +20,14 @@ import openmm.unit as unit
 
 from ..errors import BoltzflowError
 
-TIMESTEP_PS = 0.001
+TIMESTEP_PS = 0.001              # ps, flexible bonds
+CONSTRAINED_TIMESTEP_PS = 0.002  # ps, with constrained bonds (X–H at least)
 FRICTION_PER_PS = 1.0
+
+
+def timestep_ps(system) -> float:
+    """The integration step (ps) of ``system`` (a boltzflow System): 2 fs with constraints, else 1 fs."""
+    return CONSTRAINED_TIMESTEP_PS if system.openmm_system.getNumConstraints() else TIMESTEP_PS
 
 
 def changed_settings(saved: Mapping, settings: Mapping, legacy: Optional[Mapping] = None) -> list[str]:
@@ -55,12 +66,8 @@ def langevin_context(system, platform: str = "CPU", seed: int = 0, properties: O
     omm_system = copy.deepcopy(system.openmm_system)
     for force in forces:
         omm_system.addForce(force)
-    if omm_system.getNumConstraints():
-        raise BoltzflowError(f"{system.name} has {omm_system.getNumConstraints()} constraints; constrained MD samples "
-                             "another density than the flow's rigid-bond target (the mass-metric factor, "
-                             "systems/README.md), so reference simulations need forcefield.constraints = \"none\"")
     integrator = openmm.LangevinMiddleIntegrator(system.temperature * unit.kelvin, FRICTION_PER_PS / unit.picosecond,
-                                                 TIMESTEP_PS * unit.picoseconds)
+                                                 timestep_ps(system) * unit.picoseconds)
     integrator.setRandomNumberSeed(openmm_seed(seed, 0))
     context = openmm.Context(omm_system, integrator, platform_by_name(platform), properties or {})
     context.setPositions(system.positions)

@@ -51,8 +51,8 @@ from ..errors import BoltzflowError
 from ..geometry import dihedral_angles
 from ..io import atomic_path
 from ..systems import State, disjoint_groups
-from .simulation import (TIMESTEP_PS, changed_settings, langevin_context, minimise_and_thermalise, openmm_seed,
-                         other_settings_error, restore_state, save_state)
+from .simulation import (changed_settings, langevin_context, minimise_and_thermalise, openmm_seed,
+                         other_settings_error, restore_state, save_state, timestep_ps)
 
 DATA_FILE, PMF_FILE, PLOT_FILE, RESULTS_FILE = "umbrella.h5", "pmf.csv", "pmf.png", "free_energies.json"
 HISTOGRAM_FILE, SURFACE_FILE = "ramachandran.npz", "ramachandran.png"
@@ -169,7 +169,7 @@ def run_umbrella(system, cv: Union[str, Sequence[str]] = "phi", windows: int = 3
         seed: seeds velocities and Langevin noise of the first repeat; repeat r uses seed + r.
         equilibration_ps: discarded at the start of each window; default
             ``default_equilibration_ps(ps)``.
-        sample_interval: steps (fs) between CV samples.
+        sample_interval: integration steps between CV samples (``timestep_ps``).
         bins: PMF bins over [-π, π) (first CV).
         progress: called as ``progress(steps_done, steps_total)``.
         repeats: independent repeats, each from the minimised structure with its own seed.
@@ -183,11 +183,11 @@ def run_umbrella(system, cv: Union[str, Sequence[str]] = "phi", windows: int = 3
     if not kappa > 0:
         raise BoltzflowError(f"the force constant must be positive (kJ/mol/rad²), got {kappa}")
     equilibration_ps = default_equilibration_ps(ps) if equilibration_ps is None else equilibration_ps
-    samples = round(ps / TIMESTEP_PS) // sample_interval
+    samples = round(ps / timestep_ps(system)) // sample_interval
     if samples < 1 or equilibration_ps < 0:
         raise BoltzflowError(f"{ps} ps per window holds no sample every {sample_interval} steps "
                              f"(or equilibration_ps {equilibration_ps} < 0)")
-    equilibration = round(equilibration_ps / TIMESTEP_PS)
+    equilibration = round(equilibration_ps / timestep_ps(system))
     atoms = list(system.dihedrals[cvs[0]]) if len(cvs) == 1 else [list(system.dihedrals[c]) for c in cvs]
     settings = {"system": system.name, "cv": ",".join(cvs), "atoms": atoms, "temperature": system.temperature,
                 "windows": windows, "ps": ps, "equilibration_ps": equilibration_ps, "sample_interval": sample_interval,
