@@ -32,7 +32,7 @@ from .settings import Settings, defaults, merge_settings
 
 # settings added after runs were first written, with the value such older runs used
 LEGACY: dict[str, Any] = {"model": {"base": "uniform", "rotor_sectors": False},
-                          "rkl": {"forward_weight": 0.0, "forward_samples": 32},
+                          "rkl": {"forward_weight": 0.0, "forward_samples": 32, "data_weight": 0.0, "data_first": 0.0},
                           "anneal": {"refit": "ml"}, "threads": 0}
 
 # settings of one invocation, not of the run: a resumed run does not inherit them

@@ -99,28 +99,59 @@ def minibatch(data: Tensor, batch: int) -> Tensor:
 
 @dataclass
 class ReverseKLSettings:
-    """``[rkl]``: λ of the mode-covering KL(p ‖ q) term and the points it is estimated on."""
+    """``[rkl]``: λ of the mode-covering KL(p ‖ q) term and the points it is estimated on; with
+    a ``data`` file, the weight of maximum likelihood on it (``data_weight``) and the fraction
+    of the steps trained on the data alone before the energy enters (``data_first``)."""
 
     forward_weight: float = 0.0
     forward_samples: int = 32
+    data_weight: float = 1.0
+    data_first: float = 0.0
 
     def check(self) -> None:
         if not self.forward_weight >= 0:
             raise invalid_setting("rkl.forward_weight", self.forward_weight, "a weight >= 0")
         if self.forward_samples < 1:
             raise invalid_setting("rkl.forward_samples", self.forward_samples, "a positive integer")
+        if not self.data_weight >= 0:
+            raise invalid_setting("rkl.data_weight", self.data_weight, "a weight >= 0")
+        if not 0 <= self.data_first < 1:
+            raise invalid_setting("rkl.data_first", self.data_first, "a fraction of the steps in [0, 1)")
+
+
+class DataAndReverseKL:
+    """Reverse KL with maximum likelihood on conformations (Noé et al., Science 2019): the
+    first ``first_steps`` steps −E_data[log q] alone (no target evaluation), then
+    KL(q ‖ p) + ``weight`` · (−E_data[log q]), each on ``batch`` points per step."""
+
+    def __init__(self, rkl: LossFn, flow: Flow, data: Tensor, batch: int, weight: float, first_steps: int):
+        self.rkl, self.flow, self.data = rkl, flow, data
+        self.batch, self.weight, self.first_steps = batch, weight, first_steps
+
+    def __call__(self, step: int) -> tuple[Tensor, dict]:
+        nll, stats = forward_kl(self.flow, minibatch(self.data, self.batch))
+        stats = {"nll": nll.item(), **stats}
+        if step < self.first_steps:
+            return nll, stats
+        loss, rkl_stats = self.rkl(step)
+        excluded = stats.pop("excluded") + rkl_stats.pop("excluded")
+        return loss + self.weight * nll, {**rkl_stats, **stats, "excluded": excluded}
 
 
 def _reverse_kl_loss(run: "Run", model: nn.Module, batch: int, data: Optional[Tensor]) -> LossFn:
     options = run.settings.sections["rkl"]
-    return lambda step: reverse_kl(model, run.target, batch, options.forward_weight, options.forward_samples)
+    rkl = lambda step: reverse_kl(model, run.target, batch, options.forward_weight, options.forward_samples)  # noqa: E731
+    first_steps = round(options.data_first * run.settings.steps)
+    if data is None or not (options.data_weight or first_steps):
+        return rkl
+    return DataAndReverseKL(rkl, model, data, batch, options.data_weight, first_steps)
 
 
 def _maximum_likelihood_loss(run: "Run", model: nn.Module, batch: int, data: Optional[Tensor]) -> LossFn:
     return lambda step: forward_kl(model, minibatch(data, batch))
 
 
-# reverse KL from the energy alone, on samples of the flow
-REVERSE_KL = Objective("rkl", _reverse_kl_loss, settings=ReverseKLSettings, anneals=True)
+# reverse KL on samples of the flow, from the energy alone or with maximum likelihood on data
+REVERSE_KL = Objective("rkl", _reverse_kl_loss, settings=ReverseKLSettings, data="optional", anneals=True)
 # maximum likelihood on conformations (the data setting: a trajectory)
 MAXIMUM_LIKELIHOOD = Objective("ml", _maximum_likelihood_loss, data="required")
