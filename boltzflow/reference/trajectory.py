@@ -9,6 +9,8 @@ extendable, so frames can be appended and a resumed run can cut surplus frames. 
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -20,6 +22,9 @@ import boltzflow
 from ..errors import BoltzflowError
 
 UNITS = {"coordinates": "nanometers", "time": "picoseconds", "potentialEnergy": "kilojoules_per_mole"}
+# how long a writer waits for readers of its file (HDF5 file locks: a running md's trajectory
+# opened by mdtraj or h5py elsewhere) before it gives up with an error
+WAIT_FOR_READERS_S = 600.0
 
 
 def topology_json(topology) -> bytes:
@@ -56,7 +61,7 @@ def append_frames(path: Union[str, Path], coordinates: np.ndarray, time: np.ndar
                   potential_energy: np.ndarray) -> int:
     """Append frames: ``coordinates`` [f, atoms, 3] nm, ``time`` [f] ps, ``potential_energy``
     [f] kJ/mol. Returns the number of frames now stored."""
-    with h5py.File(path, "a") as f:
+    with _open_for_writing(path) as f:
         n = len(f["coordinates"])
         for name, values in (("coordinates", coordinates), ("time", time), ("potentialEnergy", potential_energy)):
             f[name].resize(n + len(values), axis=0)
@@ -66,9 +71,28 @@ def append_frames(path: Union[str, Path], coordinates: np.ndarray, time: np.ndar
 
 def truncate_frames(path: Union[str, Path], frames: int) -> None:
     """Keep only the first ``frames`` frames."""
-    with h5py.File(path, "a") as f:
+    with _open_for_writing(path) as f:
         for name in UNITS:
             f[name].resize(min(frames, len(f[name])), axis=0)
+
+
+@contextmanager
+def _open_for_writing(path: Union[str, Path], wait_s: float = WAIT_FOR_READERS_S):
+    """``path`` open for appending; while another process holds it open (HDF5's file lock),
+    retry for up to ``wait_s`` seconds, then a one-line error naming the file."""
+    deadline, pause = time.monotonic() + wait_s, 0.1
+    while True:
+        try:
+            handle = h5py.File(path, "a")
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise BoltzflowError(f"{path} stayed open in another process for {wait_s:g} s; close it "
+                                     "(a reader of a running trajectory) and rerun to continue") from None
+            time.sleep(pause)
+            pause = min(2 * pause, 5.0)
+    with handle:
+        yield handle
 
 
 def load_positions(path: Union[str, Path], system) -> np.ndarray:

@@ -2,6 +2,9 @@
 resumed run that neither loses nor repeats a frame."""
 
 import json
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from boltzflow.errors import BoltzflowError
 from boltzflow.reference import run_md
 from boltzflow.reference.md import md_paths
-from boltzflow.reference.trajectory import append_frames
+from boltzflow.reference.trajectory import _open_for_writing, append_frames, create_trajectory
 
 
 class Interrupt(Exception):
@@ -86,3 +89,26 @@ def test_md_refuses_to_overwrite_and_to_resume_with_other_settings(system, tmp_p
         run_md(system, 1e-5, tmp_path / "short.h5")
     with pytest.raises(BoltzflowError, match="platform 'Nope' is not available"):
         run_md(system, 0.001, tmp_path / "x.h5", platform="Nope")
+
+
+def test_appending_waits_for_a_reader_of_the_trajectory(system, tmp_path):
+    """A reader in another process holds HDF5's file lock (someone looking at a running md's
+    frames): the writer waits for it instead of crashing, and gives up with one line."""
+    path = tmp_path / "md.h5.partial"
+    create_trajectory(path, system.topology, title="test")
+    frames = np.zeros((2, system.n_atoms, 3))
+    reader = subprocess.Popen([sys.executable, "-c", f"import h5py, sys, time\nf = h5py.File({str(path)!r}, 'r')\n"
+                               "print('open', flush=True)\ntime.sleep(float(sys.argv[1]))", "1.5"],
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "open"
+    start = time.monotonic()
+    assert append_frames(path, frames, np.arange(2.0), np.zeros(2)) == 2
+    assert time.monotonic() - start > 0.5       # it waited for the reader
+    reader.wait()
+    reader = subprocess.Popen([sys.executable, "-c", f"import h5py, time\nf = h5py.File({str(path)!r}, 'r')\n"
+                               "print('open', flush=True)\ntime.sleep(5)"], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "open"
+    with pytest.raises(BoltzflowError, match="stayed open in another process"):
+        with _open_for_writing(path, wait_s=0.3):
+            pass
+    reader.kill()
