@@ -80,6 +80,29 @@ def disjoint_groups(states) -> list:
     return [[state.name for state in group] for group in groups]
 
 
+def covers(states) -> bool:
+    """Whether ``states`` (an iterable of ``State``) together hold every point of the CVs they
+    constrain, each over [-π, π). Exact for boxes: the range ends cut each CV into arcs that lie
+    wholly inside or outside every range, so one point per cell of that grid decides."""
+    states = list(states)
+    if any(not state.ranges for state in states):  # a state with no range holds everything
+        return True
+    names = sorted({cv for state in states for cv in state.ranges})
+    if not names:
+        return False
+    axes = []
+    for cv in names:
+        ends = {min(max(end, -math.pi), math.pi) for state in states if cv in state.ranges for end in state.ranges[cv]}
+        cuts = sorted(ends | {-math.pi, math.pi})
+        axes.append(torch.tensor([(a + b) / 2 for a, b in zip(cuts, cuts[1:]) if b > a], dtype=torch.float64))
+    grid = torch.cartesian_prod(*axes).reshape(-1, len(names))
+    points = {cv: grid[:, i] for i, cv in enumerate(names)}
+    inside = torch.zeros(len(grid), dtype=torch.bool)
+    for state in states:
+        inside |= state.contains(points)
+    return bool(inside.all())
+
+
 @dataclass
 class System:
     """A molecular system ready for sampling.

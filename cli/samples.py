@@ -57,6 +57,9 @@ def sample(
     ais_precondition: str = typer.Option("curvature", "--ais-precondition", help="Step sizes per coordinate relative "
                                          "to each level's conditional width from its gradient (curvature) or to the "
                                          "flow's spread (spread)."),
+    plots: Optional[Path] = typer.Option(None, help="Folder for the report's PNGs of the samples written (Ramachandran "
+                                                    "plots, state coverage, PMFs), as free-energy --plots writes them; "
+                                                    "adds the report's bootstraps (a minute or two per 100,000 samples)."),
 ) -> None:
     """Draw weighted conformations from a trained run into an HDF5 samples file.
 
@@ -66,6 +69,10 @@ def sample(
     --resample K adds K conformations drawn by systematic resampling (mirror images excluded) under resampled/.
     The file appears only when complete; an existing one is replaced. A second command writing the same file at the
     same time is refused.
+
+    --plots DIR writes the figures of free-energy's report on the samples written, against the reference shipped with
+    the system, if any: Ramachandran plots, state coverage (states.png: each state's reweighted population with its
+    interval, the flow's raw fraction and the reference's population, a panel per residue) and PMFs.
 
     --ais K takes every flow sample through K distributions between the flow and the target (HMC or MALA on the
     torch force field). Each level's step size is tuned on --ais-warmup separate batches, whose weights are thrown
@@ -77,6 +84,7 @@ def sample(
       boltzflow sample runs/ala -n 100000
       boltzflow sample runs/ala -n 1000000 --resample 10000 --device cuda --out ala.h5
       boltzflow sample runs/ala -n 100000 --ais 16 --ais-kernel hmc --ais-leapfrog 3 --out ala-ais.h5
+      boltzflow sample runs/ala -n 100000 --plots figures
     """
     import torch
 
@@ -101,6 +109,8 @@ def sample(
         AISCorrection.check_objective(read_toml(run / "config.toml").get("objective", ""))
     out = out or run / "samples.h5"
     check_writable(out, "samples file")
+    if plots is not None:
+        check_writable(plots, "plots folder", directory=True)
     # one writer per samples file, from before loading the run to the summary read back from it
     with file_lock(out, "samples file"):
         loaded = load_run(run, device)
@@ -148,6 +158,24 @@ def sample(
         table.add_row("model", f"{samples.attrs['model_file']} (sha256 {samples.attrs['model_sha256'][:12]}…)")
         table.add_row("samples file", f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
         console.print(table)
+        if plots is not None:
+            for path in _sample_plots(out, plots, seed):
+                console.print(f"plot: {path}")
+
+
+def _sample_plots(samples_file: Path, folder: Path, seed: int) -> list:
+    """The report's figures of a samples file just written (mirror images excluded), against the
+    system's shipped reference, if any; its numbers are free-energy's for the same file and seed."""
+    from boltzflow.errors import storage_errors
+    from boltzflow.runs import free_energy_report, report_plots, shipped_reference
+    from boltzflow.runs.report import load_weighted_samples
+
+    samples = load_weighted_samples(samples_file)
+    reference = shipped_reference(samples.system)
+    report = free_energy_report(samples, reference, seed=seed)
+    with storage_errors(folder, f"the samples are in {samples_file}; free space or make it writable, then: "
+                                f"boltzflow free-energy {samples_file} --plots {folder}"):
+        return report_plots(samples, folder, reference, seed=seed, report=report)
 
 
 def export(
@@ -263,7 +291,7 @@ def free_energy(
                                                         "with the system, if any (alanine-dipeptide: its ΔF)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write every number as JSON to this file; "
                                                                 "'-' prints it instead of the tables."),
-    plots: Optional[Path] = typer.Option(None, help="Folder for PNGs: Ramachandran plots and PMFs."),
+    plots: Optional[Path] = typer.Option(None, help="Folder for PNGs: Ramachandran plots, state coverage and PMFs."),
     n: Optional[int] = typer.Option(None, "-n", "--samples", min=1,
                                     help="Draw this many samples from the run. Default: RUN/samples.h5, else 100,000."),
     batch_size: int = typer.Option(8192, min=1, help="Samples per batch when drawing."),
@@ -316,7 +344,7 @@ def free_energy(
     written = []
     if plots is not None:
         with storage_errors(plots, then):
-            written = report_plots(samples, plots, ref, keep_mirror, seed=seed, psis=report.psis)
+            written = report_plots(samples, plots, ref, keep_mirror, seed=seed, report=report)
     data = {**report.as_dict(), "plots": [str(p) for p in written]}
     text = json.dumps(data, indent=1)
     if quiet:

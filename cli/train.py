@@ -165,7 +165,7 @@ def _train(system: str, objective: Optional[str], steps: Optional[int], batch_si
 
 def _final_report(run, out: Path, settings: Settings, progress=None):
     """What the trained generator says: ESS with k̂, populations and ΔF with intervals on
-    ``final_samples`` fresh samples (OUT/report.json), the Ramachandran and PMF plots in OUT;
+    ``final_samples`` fresh samples (OUT/report.json), the Ramachandran, state-coverage and PMF plots in OUT;
     ``progress(done, total)`` after each batch of samples drawn."""
     import json
 
@@ -174,8 +174,9 @@ def _final_report(run, out: Path, settings: Settings, progress=None):
     from boltzflow.io import atomic_path
 
     samples = draw_weighted_samples(run, settings.final_samples, seed=settings.seed, run_dir=out, progress=progress)
-    report = free_energy_report(samples, shipped_reference(run.system), seed=settings.seed)
-    plots = report_plots(samples, out, psis=report.psis)
+    reference = shipped_reference(run.system)
+    report = free_energy_report(samples, reference, seed=settings.seed)
+    plots = report_plots(samples, out, reference, report=report)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps({**report.as_dict(), "plots": [str(p) for p in plots]}, indent=1) + "\n")
     return report, plots

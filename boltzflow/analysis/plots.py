@@ -8,13 +8,15 @@ shown in degrees, free energies in kT.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ..io import atomic_path
-from .free_energy import Profile, Surface
+from .estimate import Estimate
+from .free_energy import MIN_STATE_ESS, Profile, Surface
 
 
 def _figure(**options):
@@ -149,5 +151,126 @@ def plot_pmf(profiles: Mapping[str, Profile], path: Union[str, Path], cv: str = 
                                      + (f"; bins above {top:g} kT not shown" if clipped else ""))
     ax.title.set_fontsize("medium")
     ax.legend()
+    _mark(figure, note)
+    return _save(figure, path)
+
+
+# Okabe & Ito's colour-blind-safe palette; each series also has its own marker shape
+REWEIGHTED_COLOUR, RAW_COLOUR, REFERENCE_COLOUR = "#0072B2", "#E69F00", "#000000"
+POPULATION_FLOOR = 1e-12
+"""The lowest population the state-coverage figure's axis reaches (it starts a decade or so below
+the smallest value shown, at most 1e-2): smaller values and intervals reaching 0 are drawn at the
+axis' left end, as its label says."""
+
+
+@dataclass(frozen=True)
+class StateCoverage:
+    """One state of the state-coverage figure: its reweighted ``population`` (an Estimate with its
+    interval), ``withheld`` when that interval rests on fewer than ``MIN_STATE_ESS`` effective
+    samples, the ``n`` samples with weight in it and their Kish ``n_effective``, ``raw`` the
+    fraction of the flow's own draws in it (unweighted) and the ``reference``'s population (or None)."""
+
+    name: str
+    population: Estimate
+    withheld: bool
+    n: int
+    n_effective: float
+    raw: float
+    reference: Optional[Estimate] = None
+
+
+def _percent(p: float) -> str:
+    return "0" if p == 0 else f"{100 * p:.3g}%" if p >= 1e-4 else f"{100 * p:.1e}%"
+
+
+def _state_label(state: StateCoverage) -> str:
+    return f"{state.name}\nN {state.n:,} · eff {state.n_effective:,.1f}"
+
+
+def _interval(estimate: Estimate) -> str:
+    return f"[{_percent(estimate.low)}, {_percent(estimate.high)}]"
+
+
+def _state_numbers(state: StateCoverage) -> str:
+    """What the figure writes beside a state: its population and interval, the reference's."""
+    text = _percent(state.population.value)
+    if state.population.value > 0:
+        text += " (interval withheld)" if state.withheld else f" {_interval(state.population)}"
+    if state.reference is not None:
+        text += f"\nref {_percent(state.reference.value)} {_interval(state.reference)}"
+    return text
+
+
+def plot_states(rows: Mapping[str, Sequence[Sequence[StateCoverage]]], path: Union[str, Path],
+                reference_label: str = "reference", note: str = "") -> Path:
+    """The state-coverage figure: a panel per row (e.g. a residue), its groups of states (each a
+    list of ``StateCoverage``) one under the other, separated by a line. Per state, on a log
+    axis of population: the reweighted population with its interval (a line over the whole axis
+    when withheld), the flow's raw fraction and the reference's population with its interval
+    (``reference_label`` in the legend); a state no draw of the flow reached is marked "not
+    sampled" (one whose draws all have weight 0: "no weight"). Each state's label gives its samples
+    N and their effective number; its numbers are written at the right. ``note`` (e.g. an unreliable
+    PSIS verdict) is written in red above the panels. Returns ``path``."""
+    from matplotlib.lines import Line2D
+
+    states = [s for groups in rows.values() for group in groups for s in group]
+    shown = [v for s in states for v in (s.population.value, s.raw, s.population.low if not s.withheld else 0.0,
+                                         *((s.reference.value, s.reference.low) if s.reference is not None else ()))]
+    smallest = min((v for v in shown if v > 0), default=1.0)
+    floor = max(min(10.0 ** math.floor(math.log10(smallest) - 0.5), 1e-2), POPULATION_FLOOR)
+    intervals = [e for s in states for e in ((s.population,) if not s.withheld else ()) + (
+        (s.reference,) if s.reference is not None else ()) if e.value > 0]
+    clipped = any(0 < v < floor for v in shown) or any(e.low < floor for e in intervals)
+    heights = [sum(len(group) for group in groups) + 0.5 * (len(groups) - 1) for groups in rows.values()]
+    figure = _figure(figsize=(9.5, 0.55 * sum(heights) + 0.9 * len(rows) + 0.8 + (0.3 if note else 0)),
+                     constrained_layout=True)
+    axes = figure.subplots(len(rows), 1, squeeze=False, sharex=True, gridspec_kw={"height_ratios": heights})[:, 0]
+    at = lambda v: min(max(v, floor), 1.0)  # noqa: E731 (a value as drawn on the axis)
+    for ax, (title, groups) in zip(axes, rows.items()):
+        y, ticks, labels = 0.0, [], []
+        for g, group in enumerate(groups):
+            if g:
+                ax.axhline(y - 0.25, color="0.75", linewidth=0.8)
+                y += 0.5
+            for state in group:
+                estimate = state.population
+                if estimate.value > 0:
+                    if state.withheld:
+                        ax.plot([floor, 1.0], [y, y], color=REWEIGHTED_COLOUR, linestyle=":", linewidth=1.2)
+                        ax.plot(at(estimate.value), y, "o", markerfacecolor="white", color=REWEIGHTED_COLOUR)
+                    else:
+                        ax.plot([at(estimate.low), at(estimate.high)], [y, y], color=REWEIGHTED_COLOUR, linewidth=2)
+                        ax.plot(at(estimate.value), y, "o", color=REWEIGHTED_COLOUR)
+                else:
+                    ax.text(floor, y, "  not sampled" if state.raw == 0 else "  no weight", va="center",
+                            ha="left", color=REWEIGHTED_COLOUR, fontstyle="italic", fontsize="small")
+                if state.raw > 0:
+                    ax.plot(at(state.raw), y - 0.28, "^", color=RAW_COLOUR)
+                reference = state.reference
+                if reference is not None and reference.value > 0:
+                    ax.plot([at(reference.low), at(reference.high)], [y + 0.28, y + 0.28], color=REFERENCE_COLOUR,
+                            linewidth=1.2)
+                    ax.plot(at(reference.value), y + 0.28, "D", color=REFERENCE_COLOUR, markersize=4)
+                ax.annotate(_state_numbers(state), (1.0, y), xycoords=("axes fraction", "data"),
+                            xytext=(6, 0), textcoords="offset points", va="center", fontsize="x-small")
+                ticks.append(y)
+                labels.append(_state_label(state))
+                y += 1.0
+        ax.set_xscale("log")
+        ax.set(xlim=(floor / 1.5, 1.5), ylim=(y - 0.5, -0.6), yticks=ticks, title=title)
+        ax.set_yticklabels(labels, fontsize="small")
+        ax.axvline(1.0, color="0.85", linewidth=0.8)
+        ax.grid(axis="x", color="0.92")
+    level = next((s.population.level for s in states), 0.95)
+    axes[-1].set_xlabel(f"population (lines: {level:.0%} intervals"
+                        + (f"; below {floor:.0e} drawn at the left end" if clipped else "") + ")")
+    handles = [Line2D([], [], color=REWEIGHTED_COLOUR, marker="o", linewidth=2, label="flow, reweighted"),
+               Line2D([], [], color=REWEIGHTED_COLOUR, marker="o", markerfacecolor="white", linestyle=":",
+                      label=f"interval withheld (< {MIN_STATE_ESS:g} effective samples)"),
+               Line2D([], [], color=RAW_COLOUR, marker="^", linestyle="none", label="flow, raw fraction")]
+    if any(s.reference is not None for s in states):
+        handles.append(Line2D([], [], color=REFERENCE_COLOUR, marker="D", markersize=4, linewidth=1.2,
+                              label=reference_label))
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
     _mark(figure, note)
     return _save(figure, path)

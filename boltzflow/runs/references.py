@@ -12,7 +12,9 @@
   the forward KL at its conformations.
 
 Each kind ``compare``s weighted samples into a ``Comparison`` and gives the curves it adds
-to the report's plots (``ramachandran_rows``, ``pmf_profiles``).
+to the report's plots (``ramachandran_rows``, ``pmf_profiles``) and the states' populations
+for its state-coverage figure (``state_populations``): a trajectory's from its frames, an
+umbrella's from its ΔF (``populations_from_delta_f``).
 
 Shipped references (``shipped_reference``): a shipped system may come with the settled ΔF of
 its states, ``shipped/<name>/free_energies.json`` beside this module (an umbrella folder's file
@@ -34,10 +36,11 @@ from torch import Tensor
 
 from ..analysis.compare import eubo, forward_kl, kl_divergence, marginal_kl, ramachandran_divergence, total_variation
 from ..analysis.estimate import Estimate, normalized_weights, sample_log_weights, z_score
-from ..analysis.free_energy import Profile, pmf, ramachandran, state_delta_f
+from ..analysis.free_energy import Profile, pmf, population, ramachandran, state_delta_f
 from ..analysis.histograms import angle_bin_centers, angle_bin_index, histogram, plane_bin_index
 from ..errors import BoltzflowError
 from ..reference.trajectory import load_positions
+from ..systems import covers
 
 if TYPE_CHECKING:
     from .report import WeightedSamples
@@ -79,6 +82,49 @@ def _notes(samples: "WeightedSamples") -> list[str]:
 
 def _negated(estimate: Estimate) -> Estimate:
     return dataclasses.replace(estimate, value=-estimate.value, low=-estimate.high, high=-estimate.low)
+
+
+def populations_from_delta_f(delta_f: dict, group: list) -> Optional[dict]:
+    """The populations of the states of ``group`` (names; mutually disjoint and together the
+    whole space, so that they sum to 1) from ΔF ("a -> b" → Estimate, kT) between its first state
+    and each other one (either direction): p_b / p_a = e^(−ΔF), p_a = 1 / (1 + Σ_b e^(−ΔF_b)).
+    None when a ΔF is missing or not a finite number. Each interval puts every ΔF at the end of
+    its own interval that moves the population furthest (conservative; exact for two states; an
+    unbounded end gives 0 or 1); the error is the delta method's with the ΔF taken as independent."""
+    first, others = group[0], group[1:]
+    delta = []
+    for b in others:
+        if f"{first} -> {b}" in delta_f:
+            delta.append(delta_f[f"{first} -> {b}"])
+        elif f"{b} -> {first}" in delta_f:
+            delta.append(_negated(delta_f[f"{b} -> {first}"]))
+        else:
+            return None
+    if not all(np.isfinite(e.value) for e in delta):
+        return None
+    level = min((e.level for e in delta), default=0.95)
+
+    def shares(free_energies: list) -> np.ndarray:  # populations of (first, *others) at these ΔF
+        log_boltzmann = -np.array([0.0, *free_energies], dtype=np.float64)
+        top = log_boltzmann == np.inf  # a ΔF of −∞ (an unbounded interval end) takes everything
+        if top.any():
+            return top / top.sum()
+        boltzmann = np.exp(log_boltzmann - log_boltzmann.max())
+        return boltzmann / boltzmann.sum()
+
+    p = shares([e.value for e in delta])
+    errors = np.array([0.0, *(e.error for e in delta)])
+    result = {}
+    for i, name in enumerate(group):
+        # p_i falls with its own ΔF and rises with every other one (the first state: with all)
+        low = shares([e.high if j + 1 == i else e.low for j, e in enumerate(delta)])[i]
+        high = shares([e.low if j + 1 == i else e.high for j, e in enumerate(delta)])[i]
+        gradient = -p[i] * ((np.arange(len(group)) == i) - p)  # ∂p_i/∂ΔF_j
+        error = float(np.sqrt(np.sum(np.where(gradient == 0, 0.0, gradient * errors) ** 2)))
+        result[name] = Estimate(float(p[i]), error, float(low), float(high), level,
+                                "from the reference's ΔF: p_b/p_a = exp(-ΔF); interval with each ΔF at its "
+                                "interval's end", min((e.n for e in delta), default=0))
+    return result
 
 
 def _read_profile(path: Path, level: float) -> Profile:
@@ -162,6 +208,16 @@ class UmbrellaReference:
     def ramachandran_rows(self, first: str, second: str) -> dict:
         return {}
 
+    def state_populations(self, system, groups: list, level: float, seed: int) -> dict:
+        """State → population (Estimate) for each of ``groups`` (names of mutually disjoint
+        states) that covers the whole space and whose ΔF the umbrella gives; other states are
+        left out (ΔF alone does not fix a population)."""
+        result = {}
+        for group in groups:
+            known = covers(system.states[name] for name in group) and populations_from_delta_f(self.delta_f, group)
+            result.update(known or {})
+        return result
+
     def pmf_profiles(self, cv: str, level: float, seed: int) -> dict:
         return {f"umbrella ({self.path.name})": self.profiles[cv]} if cv in self.profiles else {}
 
@@ -220,6 +276,12 @@ class TrajectoryReference:
         return Comparison(self.kind, str(self.path), len(self.xyz), bins,
                           {n: v for n, v in zip(names, kl.tolist())}, plane, delta, difference, bound, kl_forward,
                           "; ".join(notes))
+
+    def state_populations(self, system, groups: list, level: float, seed: int) -> dict:
+        """State → the fraction of the frames in it, with a bootstrap interval over the frames."""
+        device = next(iter(self.cvs.values())).device
+        return {name: population(system.states[name].contains(self.cvs), level=level,
+                                 generator=seeded(seed, device)) for group in groups for name in group}
 
     def ramachandran_rows(self, first: str, second: str) -> dict:
         return {f"reference ({self.path.name})": ramachandran(self.cvs[first], self.cvs[second], None,

@@ -19,6 +19,11 @@ Per state the report gives the samples in it and their effective number (Kish ES
 inside the state); a population, or a ΔF to or from a state, resting on fewer than
 ``MIN_STATE_ESS`` effective samples keeps its value but not its interval: the interval becomes
 the whole range ([0, 1], or all of ΔF: null in JSON), the error infinite, and the method says so.
+
+The state-coverage figure (``states.png`` of ``report_plots``) shows those populations a panel
+per residue (``residue_rows``: the groups of ``state_groups`` that constrain a common CV share a
+panel), beside the flow's raw fraction and the reference's population (``state_populations`` of
+each reference kind).
 """
 
 from __future__ import annotations
@@ -129,6 +134,68 @@ def state_groups(system) -> list:
     return disjoint_groups(system.states.values())
 
 
+def residue_rows(system) -> list:
+    """The groups of ``state_groups`` joined into rows, one per residue: groups whose states
+    constrain a common CV share a row (a residue's φ < 0 / φ > 0 and its basins all constrain its
+    φ); rows and groups keep the system's order."""
+    rows: list = []  # [CV names, groups]
+    for group in state_groups(system):
+        cvs = {cv for name in group for cv in system.states[name].ranges}
+        joined = [row for row in rows if row[0] & cvs]
+        if not joined:
+            rows.append([cvs, [group]])
+            continue
+        first = joined[0]
+        for row in joined[1:]:
+            first[0] |= row[0]
+            first[1] += row[1]
+            rows.remove(row)
+        first[0] |= cvs
+        first[1].append(group)
+    return [groups for _, groups in rows]
+
+
+def row_title(system, groups: list) -> str:
+    """A row's title: the CVs its states constrain (φ1, ψ1, in the system's order), after the
+    residue that holds the central bond of each of them when they are dihedrals of one residue
+    (a residue's φ and ψ turn about its N–CA and CA–C bonds)."""
+    from ..analysis.plots import cv_symbol
+
+    used = {cv for group in groups for name in group for cv in system.states[name].ranges}
+    dihedrals = getattr(system, "dihedrals", {})
+    names = [cv for cv in dihedrals if cv in used] + sorted(used - set(dihedrals))
+    symbols = ", ".join(cv_symbol(cv) for cv in names)
+    topology = getattr(system, "topology", None)
+    if topology is None or not set(names) <= set(dihedrals):
+        return symbols
+    residues = {str(topology.atom(int(atom)).residue) for cv in names for atom in dihedrals[cv][1:3]}
+    return f"{residues.pop()}: {symbols}" if len(residues) == 1 else symbols
+
+
+def state_coverage(samples: WeightedSamples, states: dict, populations: dict, reference: Optional[Reference] = None,
+                   keep_mirror: bool = False, level: float = 0.95, seed: int = 0) -> dict:
+    """The rows of the state-coverage figure (``plots.plot_states``): row title → groups → one
+    ``StateCoverage`` per state: the report's numbers (``states`` and ``populations`` of a
+    ``FreeEnergyReport`` or of ``state_populations``: population, interval, withheld or not,
+    sample counts), the flow's raw fraction (its draws in the state among those not excluded:
+    mirror images unless ``keep_mirror``) and the ``reference``'s population where it gives one."""
+    from ..analysis.plots import StateCoverage
+
+    system = samples.system
+    counted = samples.right_handed if not keep_mirror else torch.ones_like(samples.right_handed)
+    total = max(int(counted.sum()), 1)
+    rows = residue_rows(system)
+    known = {} if reference is None else reference.state_populations(system, [g for row in rows for g in row],
+                                                                     level, seed)
+    coverage = {}
+    for groups in rows:
+        coverage[row_title(system, groups)] = [  # titles differ: no two rows share a CV
+            [StateCoverage(name, populations[name], not states[name].enough, states[name].n, states[name].n_effective,
+                           int((system.states[name].contains(samples.cvs) & counted).sum()) / total, known.get(name))
+             for name in group] for group in groups]
+    return coverage
+
+
 def state_pairs(system, populations: dict) -> list:
     """(a, b) pairs for ΔF = F_b − F_a in the system's declared order: a is the first state of each
     group of ``state_groups``, b every later member (pairs of two states without weight are left out)."""
@@ -175,6 +242,20 @@ def _finite(value):
     return value
 
 
+def state_populations(samples: WeightedSamples, exclude: Optional[Tensor], level: float = 0.95, n_boot: int = 1000,
+                      seed: int = 0) -> tuple[dict, dict]:
+    """Per state of the system: the samples in it (``StateSamples``) and its reweighted population
+    with a bootstrap interval, withheld (the whole range [0, 1]) below ``MIN_STATE_ESS`` effective
+    samples; samples in ``exclude`` [n] bool (or None) have weight 0."""
+    log_w, states, populations = samples.log_w, {}, {}
+    for name, state in samples.system.states.items():
+        inside = state.contains(samples.cvs)
+        states[name] = state_samples(inside, log_w, exclude)
+        estimate = population(inside, log_w, exclude, level=level, n_boot=n_boot, generator=seeded(seed, log_w.device))
+        populations[name] = estimate if states[name].enough else withheld(estimate, 0.0, 1.0)
+    return states, populations
+
+
 def free_energy_report(samples: WeightedSamples, reference: Optional[Reference] = None, run=None,
                        keep_mirror: bool = False, level: float = 0.95, n_boot: int = 1000,
                        seed: int = 0) -> FreeEnergyReport:
@@ -188,12 +269,7 @@ def free_energy_report(samples: WeightedSamples, reference: Optional[Reference] 
     if clean.max() == -math.inf:
         raise BoltzflowError(f"none of the {len(log_w):,} samples has non-zero weight"
                              + ("" if keep_mirror else " (mirror images excluded)") + ": nothing to estimate")
-    states = {name: state_samples(state.contains(samples.cvs), log_w, exclude) for name, state in system.states.items()}
-    populations = {}
-    for name, state in system.states.items():
-        estimate = population(state.contains(samples.cvs), log_w, exclude, level=level, n_boot=n_boot,
-                              generator=seeded(seed, log_w.device))
-        populations[name] = estimate if states[name].enough else withheld(estimate, 0.0, 1.0)
+    states, populations = state_populations(samples, exclude, level, n_boot, seed)
     pairs = state_pairs(system, {name: estimate.value for name, estimate in populations.items()})
     delta = {}
     for a, b in pairs:
@@ -217,13 +293,18 @@ def ramachandran_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
 
 def report_plots(samples: WeightedSamples, folder: Union[str, Path], reference: Optional[Reference] = None,
                  keep_mirror: bool = False, level: float = 0.95, seed: int = 0,
-                 psis: Optional[ParetoDiagnostic] = None) -> list:
+                 psis: Optional[ParetoDiagnostic] = None, report: Optional[FreeEnergyReport] = None) -> list:
     """PNGs in ``folder``: ``ramachandran.png`` (flow, reweighted flow, reference trajectory;
-    a row per residue's φ, ψ, else the first two CVs) and ``pmf_<cv>.png`` per CV (reweighted flow with its bootstrap band,
-    the reference's PMF overlaid). When ``psis`` (the samples' k̂, ``FreeEnergyReport.psis``) says
-    "unreliable", every figure says so. Returns the paths."""
-    from ..analysis.plots import cv_symbol, plot_pmf, plot_ramachandran   # matplotlib: loaded on use
+    a row per residue's φ, ψ, else the first two CVs), ``states.png`` when the system has states
+    (state coverage: a panel per residue, ``residue_rows``; each state's reweighted population with its interval
+    from ``report``, the flow's raw fraction and the reference's population; ``state_coverage``) and
+    ``pmf_<cv>.png`` per CV (reweighted flow with its bootstrap band, the reference's PMF overlaid).
+    Without ``report`` the populations are estimated here as the report does. When ``psis`` (the
+    samples' k̂; default ``report.psis``) says "unreliable", every figure says so. Returns the paths."""
+    from ..analysis.plots import cv_symbol, plot_pmf, plot_ramachandran, plot_states  # matplotlib: loaded on use
 
+    if psis is None and report is not None:
+        psis = report.psis
     note = (f"PSIS k̂ {psis.khat:.2f} > {psis.threshold:.2f}: unreliable weights, do not trust these free energies"
             if psis is not None and psis.verdict == "unreliable" else "")
     folder = Path(folder)
@@ -239,6 +320,12 @@ def report_plots(samples: WeightedSamples, folder: Union[str, Path], reference: 
             rows[first, second].update(reference.ramachandran_rows(first, second))
     if rows:
         paths.append(plot_ramachandran(rows, folder / "ramachandran.png", note=note))
+    if samples.system.states:
+        states, populations = ((report.states, report.populations) if report is not None
+                               else state_populations(samples, exclude, level, seed=seed))
+        label = "reference" if reference is None else f"{reference.kind} reference ({Path(reference.path).name})"
+        paths.append(plot_states(state_coverage(samples, states, populations, reference, keep_mirror, level, seed),
+                                 folder / "states.png", reference_label=label, note=note))
     for name in names:
         profiles = {"flow, reweighted": pmf(samples.cvs[name], samples.log_w, PMF_BINS, exclude, level,
                                             generator=seeded(seed, samples.log_w.device))}

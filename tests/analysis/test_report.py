@@ -214,7 +214,7 @@ def test_plots_are_written(system, md_reference, umbrella_reference, tmp_path):
     samples = synthetic(system)
     for name, reference in (("md", md_reference), ("umbrella", umbrella_reference.folder)):
         paths = report_plots(samples, tmp_path / name, load_reference(reference, system))
-        assert [p.name for p in paths] == ["ramachandran.png", "pmf_phi.png", "pmf_psi.png"]
+        assert [p.name for p in paths] == ["ramachandran.png", "states.png", "pmf_phi.png", "pmf_psi.png"]
         assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
 
@@ -285,9 +285,9 @@ def test_plots_of_unreliable_weights_carry_the_verdict(system, tmp_path, monkeyp
     notes, save = [], plots._save
     monkeypatch.setattr(plots, "_save", lambda figure, path: notes.append(figure._suptitle) or save(figure, path))
     report_plots(synthetic(system), tmp_path / "good", psis=ParetoDiagnostic(0.3, 0.7, 3000))
-    assert notes == [None, None, None]
+    assert notes == [None, None, None, None]
     report_plots(synthetic(system), tmp_path / "bad", psis=ParetoDiagnostic(0.93, 0.7, 3000))
-    assert len(notes) == 6 and all("k̂ 0.93" in t.get_text() and "unreliable" in t.get_text() for t in notes[3:])
+    assert len(notes) == 8 and all("k̂ 0.93" in t.get_text() and "unreliable" in t.get_text() for t in notes[4:])
 
 
 def test_only_the_shipped_system_has_its_shipped_reference(system, tmp_path):

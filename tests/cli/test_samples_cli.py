@@ -81,9 +81,21 @@ def test_free_energy_prints_the_table_and_writes_json_and_plots(run_dir, tmp_pat
     pairs = ["phi_negative -> phi_positive", "C7eq_beta -> alphaR", "C7eq_beta -> alphaL_C7ax"]  # declared order
     assert list(data["delta_f"]) == pairs
     assert all(f"ΔF {pair.replace('->', '→')}" in result.output for pair in pairs)
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["pmf_phi.png", "pmf_psi.png", "ramachandran.png"]
-    names = ("ramachandran.png", "pmf_phi.png", "pmf_psi.png")
+    names = ("ramachandran.png", "states.png", "pmf_phi.png", "pmf_psi.png")
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(names)
     assert data["plots"] == [str(tmp_path / "plots" / name) for name in names]
+
+
+def test_sample_writes_the_reports_figures_with_plots(run_dir, tmp_path):
+    """sample --plots: the figures free-energy --plots writes for the same samples file and seed."""
+    out = tmp_path / "samples.h5"
+    result = runner.invoke(app, ["sample", str(run_dir), "-n", "100", "--batch-size", "64", "--seed", "4",
+                                 "--out", str(out), "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    names = ["ramachandran.png", "states.png", "pmf_phi.png", "pmf_psi.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(names)
+    assert f"plot: {tmp_path / 'plots' / 'states.png'}" in result.output.replace("\n", "")
+    assert (tmp_path / "plots" / "states.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_free_energy_with_a_reference_prints_json_to_stdout(run_dir, md_file):
