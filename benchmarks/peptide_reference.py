@@ -1,9 +1,10 @@
 """A settled reference for a peptide's residues: biased MD on every φ at once, reweighted.
 
 Each repeat is Langevin MD (``boltzflow.reference.biased``) from the minimised structure with
-its own seed, with the same bias b(φ) = −λ·kT·F(φ) on every residue's φ, F a Fourier fit
-(order ``--order``) of a φ PMF (``--profile``: the pmf.csv of ``boltzflow umbrella DIPEPTIDE
---cv phi``), λ = ``--scale``. The first ``--equilibration-ns`` of each repeat are discarded;
+its own seed, with the same bias b(φ) = −λ·kT·max(F(φ) − h, 0) on every residue's φ, a
+Fourier fit (order ``--order``) to a φ PMF F (``--profile``: the pmf.csv of ``boltzflow
+umbrella DIPEPTIDE --cv phi``, zero at its minimum), λ = ``--scale``, h = ``--floor``; with
+``--psi-profile`` every ψ carries the same kind of bias from a ψ PMF (h = ``--psi-floor``). The first ``--equilibration-ns`` of each repeat are discarded;
 the other frames are reweighted by exp(+Σᵢ b(φᵢ)/kT). Per repeat: every state's population
 and ΔF of the report's pairs (each disjoint group's first state in system.toml order to every
 later one), the same from the first and the second half of the repeat, the Kish ESS of the
@@ -47,12 +48,12 @@ def read_profile(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 1], table[:, 2]
 
 
-def analyse_repeat(system, path: Path, biased: list, bias: FourierBias, equilibration_ns: float) -> dict:
+def analyse_repeat(system, path: Path, biases: dict, equilibration_ns: float) -> dict:
     """One repeat's populations, ΔF, halves, Kish ESS and transitions after the equilibration."""
     cvs, time, wall = load_frames(path)
     keep = time > 1e3 * equilibration_ns + 1e-6  # ps from the start at t = 0, round-off aside
     cvs = {name: values[keep] for name, values in cvs.items()}
-    log_w = log_weights(cvs, biased, bias, system.kT)
+    log_w = log_weights(cvs, biases, system.kT)
     populations, delta = repeat_free_energies(system, cvs, log_w)
     middle = len(log_w) // 2
     halves = [repeat_free_energies(system, {k: v[part] for k, v in cvs.items()}, log_w[part])[1]
@@ -61,7 +62,7 @@ def analyse_repeat(system, path: Path, biased: list, bias: FourierBias, equilibr
     return {"frames": int(keep.sum()), "simulated_ns": float(time[-1]) / 1e3, "wall_seconds": wall,
             "kish_ess": float(w.sum() ** 2 / (w ** 2).sum() / len(w)), "populations": populations, "delta_f": delta,
             "first_half": halves[0], "second_half": halves[1],
-            "transitions": {name: transitions(cvs[name]) for name in biased}}
+            "transitions": {name: transitions(cvs[name]) for name in biases if name.startswith("phi")}}
 
 
 def estimate(values: list) -> dict:
@@ -73,15 +74,18 @@ def estimate(values: list) -> dict:
     return result
 
 
-def summarise(rows: list, args, bias: FourierBias, command: str) -> tuple[dict, dict]:
+def summarise(rows: list, args, biases: dict, command: str) -> tuple[dict, dict]:
     """free_energies.json (the shipped format) and summary.json from the repeats' ``rows``."""
     keys, states = list(rows[0]["delta_f"]), list(rows[0]["populations"])
-    settings = {"system": args.system, "cv": ",".join(args.biased), "method": "fixed-bias Langevin MD, reweighted",
-                "profile": str(args.profile), "scale": args.scale, "order": args.order,
-                "bias_kJ_per_mol": bias.as_dict(),
+    settings = {"system": args.system, "cv": ",".join(biases), "method": "fixed-bias Langevin MD, reweighted",
+                "profile": str(args.profile), "psi_profile": args.psi_profile and str(args.psi_profile),
+                "scale": args.scale, "floor": args.floor, "psi_floor": args.psi_floor, "order": args.order,
+                "bias_kJ_per_mol": {name: bias.as_dict() for name, bias in biases.items()},
                 "ns": args.ns, "equilibration_ns": args.equilibration_ns, "repeats": args.repeats, "seed": args.seed,
                 "sample_interval": args.sample_interval}
-    method = f"fixed bias on {', '.join(args.biased)} (−{args.scale}·F of {args.profile}), reweighted"
+    method = (f"fixed bias on {', '.join(biases)} (−{args.scale}·kT·max(F − h, 0), F of {args.profile}, "
+              f"h = {args.floor}" + (f"; of {args.psi_profile} for ψ, h = {args.psi_floor}" if args.psi_profile else "")
+              + "), reweighted")
     free = {"unit": "kT",
             "source": f"benchmarks/RESULTS.md, 'References for the tetra- and hexapeptide (issue 22)': {method}, "
                       f"{len(rows)} independent repeats of {args.ns} ns",
@@ -131,7 +135,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", type=Path, required=True, help="pmf.csv of a φ umbrella (kT)")
     parser.add_argument("--scale", type=float, default=0.8, help="λ: the bias is −λ·kT·F(φ)")
     parser.add_argument("--order", type=int, default=6, help="Fourier order of the fitted bias")
-    parser.add_argument("--biased", help="comma-separated dihedrals to bias; default every phi* of the system")
+    parser.add_argument("--floor", type=float, default=0.0,
+                        help="h (kT): the bias is −λ·kT·max(F − h, 0), F zero at its minimum")
+    parser.add_argument("--psi-profile", type=Path, help="pmf.csv of a ψ umbrella: bias every psi* too")
+    parser.add_argument("--psi-floor", type=float, default=0.0, help="h (kT) of the ψ bias")
     parser.add_argument("--ns", type=float, required=True, help="simulated time per repeat (ns)")
     parser.add_argument("--equilibration-ns", type=float, default=0.1, help="discarded at the start of each repeat")
     parser.add_argument("--repeats", type=int, default=4)
@@ -143,19 +150,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     system = load_system(args.system)
-    args.biased = args.biased.split(",") if args.biased else [n for n in system.dihedrals if n.startswith("phi")]
-    bias = FourierBias.from_profile(*read_profile(args.profile), system.kT, args.scale, args.order)
+    shapes = {"phi": FourierBias.from_profile(*read_profile(args.profile), system.kT, args.scale, args.order,
+                                              args.floor)}
+    if args.psi_profile is not None:
+        shapes["psi"] = FourierBias.from_profile(*read_profile(args.psi_profile), system.kT, args.scale, args.order,
+                                                 args.psi_floor)
+    biases = {name: shapes[name[:3]] for name in system.dihedrals if name[:3] in shapes}
     command = "python benchmarks/peptide_reference.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     rows = []
     for r in range(args.repeats):
         path = args.out / f"repeat-{r}.npz"
-        run_biased(system, args.biased, bias, args.ns, path, seed=args.seed + r, sample_interval=args.sample_interval,
+        run_biased(system, biases, args.ns, path, seed=args.seed + r, sample_interval=args.sample_interval,
                    checkpoint_frames=args.checkpoint_frames, properties={"Threads": str(args.threads)},
                    progress=lambda done, total, r=r: print(f"repeat {r}: {done}/{total} frames", flush=True))
-        rows.append(analyse_repeat(system, path, args.biased, bias, args.equilibration_ns))
+        rows.append(analyse_repeat(system, path, biases, args.equilibration_ns))
         print(json.dumps({"repeat": r, **{k: rows[-1][k] for k in ("kish_ess", "transitions", "delta_f")}}), flush=True)
-    free, summary = summarise(rows, args, bias, command)
+    free, summary = summarise(rows, args, biases, command)
     for name, content in (("free_energies.json", free), ("summary.json", summary)):
         with atomic_path(args.out / name) as tmp:
             tmp.write_text(json.dumps(content, indent=1) + "\n")

@@ -1,11 +1,13 @@
 """Langevin MD with a fixed bias on dihedrals, reweighted to the unbiased ensemble.
 
-The bias is one periodic function b(θ) (kJ/mol), a Fourier series, applied to several
-dihedrals at once (e.g. every residue's φ of a peptide): the biased potential is
-U(x) + Σᵢ b(θᵢ(x)). A frame's weight in the unbiased ensemble is exp(+Σᵢ b(θᵢ)/kT).
-``FourierBias.from_profile`` builds b = −λ·kT·F from a free-energy profile F(θ) (kT, e.g. an
-umbrella PMF of alanine dipeptide's φ), which lowers the rare basins and the barriers between
-them by the fraction λ, so that every biased dihedral crosses often.
+Each biased dihedral θᵢ carries a periodic function bᵢ(θ) (kJ/mol), a Fourier series; one
+function may serve several dihedrals (e.g. every residue's φ of a peptide): the biased
+potential is U(x) + Σᵢ bᵢ(θᵢ(x)). A frame's weight in the unbiased ensemble is
+exp(+Σᵢ bᵢ(θᵢ)/kT).
+``FourierBias.from_profile`` builds b = −λ·kT·max(F − h, 0) from a free-energy profile F(θ)
+(kT, zero at its minimum; e.g. an umbrella PMF of alanine dipeptide's φ), which lowers the
+barriers by the fraction λ of their height above h, so that every biased dihedral crosses
+often, and the basins below h not at all (h = 0: b = −λ·kT·F).
 
 ``run_biased`` runs one repeat from the minimised structure and records every named dihedral
 of the system every ``sample_interval`` steps; the file (``.npz``) is rewritten atomically
@@ -21,7 +23,7 @@ import math
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import openmm
@@ -44,15 +46,19 @@ class FourierBias:
 
     @classmethod
     def from_profile(cls, theta: np.ndarray, free_energy: np.ndarray, kT: float, scale: float,
-                     order: int = 6) -> "FourierBias":
-        """The least-squares Fourier fit of −``scale``·kT·F to a profile: ``theta`` [n] (rad),
-        ``free_energy`` [n] (kT; non-finite bins are left out), ``kT`` in kJ/mol."""
+                     order: int = 6, floor: float = 0.0) -> "FourierBias":
+        """The least-squares Fourier fit of −``scale``·kT·max(F − F_min − ``floor``, 0) to a
+        profile: ``theta`` [n] (rad), ``free_energy`` F [n] (kT; non-finite bins are left out),
+        ``floor`` (kT) the height up to which F is left alone, ``kT`` in kJ/mol. With a floor
+        the bias lowers barriers by the fraction ``scale`` of their height above it and deep
+        basins by little, so that a rare basin is not made a trap."""
         theta, free_energy = np.asarray(theta, float), np.asarray(free_energy, float)
         keep = np.isfinite(free_energy)
         if keep.sum() < 2 * order + 1:
             raise BoltzflowError(f"a profile of {keep.sum()} finite bins cannot fix a Fourier series of order {order}")
         basis = _basis(theta[keep], order)
-        target = -scale * kT * (free_energy[keep] - free_energy[keep].mean())
+        excess = np.maximum(free_energy[keep] - free_energy[keep].min() - floor, 0.0)
+        target = -scale * kT * (excess - excess.mean())
         coefficients = np.linalg.lstsq(np.column_stack([np.ones(keep.sum()), basis]), target, rcond=None)[0][1:]
         return cls(tuple(coefficients[:order].tolist()), tuple(coefficients[order:].tolist()))
 
@@ -84,19 +90,25 @@ def _basis(theta: np.ndarray, order: int) -> np.ndarray:
     return np.concatenate([np.cos(np.outer(theta, k)), np.sin(np.outer(theta, k))], axis=1)
 
 
-def log_weights(cvs: dict, biased: Sequence[str], bias: FourierBias, kT: float) -> np.ndarray:
-    """Unbiasing log-weights [frames] = Σᵢ b(θᵢ)/kT over the ``biased`` dihedrals (``cvs``:
-    name → [frames] radians; ``kT`` in kJ/mol)."""
-    return sum(bias.energy(cvs[name]) for name in biased) / kT
+def log_weights(cvs: dict, biases: Mapping[str, FourierBias], kT: float) -> np.ndarray:
+    """Unbiasing log-weights [frames] = Σᵢ bᵢ(θᵢ)/kT over the biased dihedrals (``biases``:
+    name → its bias; ``cvs``: name → [frames] radians; ``kT`` in kJ/mol)."""
+    return sum(bias.energy(cvs[name]) for name, bias in biases.items()) / kT
 
 
-def run_biased(system, biased: Sequence[str], bias: FourierBias, ns: float, out: Union[str, Path],
+def bias_forces(system, biases: Mapping[str, FourierBias]) -> list:
+    """OpenMM forces applying ``biases`` (dihedral name of ``system`` → bias), one per distinct bias."""
+    return [bias.force([system.dihedrals[name] for name, b in biases.items() if b == bias])
+            for bias in dict.fromkeys(biases.values())]
+
+
+def run_biased(system, biases: Mapping[str, FourierBias], ns: float, out: Union[str, Path],
                seed: int = 0, sample_interval: int = 100, checkpoint_frames: int = 1000, platform: str = "CPU",
                properties: Optional[dict] = None, progress: Optional[Callable[[int, int], None]] = None) -> Path:
     """One biased Langevin run of ``ns`` nanoseconds from the minimised structure; returns ``out``.
 
     Args:
-        system: a boltzflow ``System``; ``biased``: names of its dihedrals that carry ``bias``.
+        system: a boltzflow ``System``; ``biases``: name of a dihedral of it → its bias.
         out: ``.npz`` file: ``cvs`` [frames, n_dihedrals] (rad, the system's named dihedrals in
             order), ``names``, ``time`` [frames] (ps), ``wall_seconds`` (all calls so far),
             ``settings`` and ``state`` (JSON / XML); rerun with the same arguments to continue an
@@ -105,18 +117,17 @@ def run_biased(system, biased: Sequence[str], bias: FourierBias, ns: float, out:
         platform, properties: OpenMM platform and its properties (e.g. ``{"Threads": "1"}``).
         progress: called as ``progress(frames_done, frames_total)`` after each checkpoint.
     """
-    unknown = [name for name in biased if name not in system.dihedrals]
-    if unknown or not biased:
+    unknown = [name for name in biases if name not in system.dihedrals]
+    if unknown or not biases:
         raise BoltzflowError(f"biased dihedrals must be named dihedrals of {system.name} "
-                             f"({', '.join(system.dihedrals)}), got {', '.join(biased) or 'none'}")
+                             f"({', '.join(system.dihedrals)}), got {', '.join(biases) or 'none'}")
     total = round(ns * 1e3 / timestep_ps(system)) // sample_interval
     if not 0 < ns < math.inf or total < 1:
         raise BoltzflowError(f"need a positive ns holding at least one frame of {sample_interval} steps, got {ns}")
-    settings = {"system": system.name, "biased": list(biased), "bias": bias.as_dict(), "seed": seed,
-                "sample_interval": sample_interval, "temperature": system.temperature}
+    settings = {"system": system.name, "biases": {name: bias.as_dict() for name, bias in biases.items()},
+                "seed": seed, "sample_interval": sample_interval, "temperature": system.temperature}
     out = Path(out)
-    context = langevin_context(system, platform, seed, properties,
-                               forces=[bias.force([system.dihedrals[name] for name in biased])])
+    context = langevin_context(system, platform, seed, properties, forces=bias_forces(system, biases))
     cvs, time, wall = _resume(out, context, settings)
     start = clock.perf_counter()
     if not cvs:

@@ -6,13 +6,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import openmm
+import openmm.unit as unit
 import pytest
 import torch
 
 from boltzflow.errors import BoltzflowError
 from boltzflow.geometry import dihedral_angles
-from boltzflow.reference.biased import (FourierBias, load_frames, log_weights, repeat_free_energies, run_biased,
-                                        transitions)
+from boltzflow.reference.biased import (FourierBias, bias_forces, load_frames, log_weights, repeat_free_energies,
+                                        run_biased, transitions)
+from boltzflow.reference.simulation import langevin_context
 from boltzflow.systems import State
 
 BIAS = FourierBias((3.0, -1.5, 0.5), (2.0, 0.7, -0.4))  # kJ/mol
@@ -28,9 +30,22 @@ def test_force_energy_is_the_formula_at_boltzflows_dihedral():
     for _ in range(20):
         xyz = rng.normal(size=(4, 3))
         context.setPositions(xyz)
-        energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+        energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         theta = dihedral_angles(torch.from_numpy(xyz)[None], torch.tensor([[0, 1, 2, 3]]))[0, 0].item()
         assert energy == pytest.approx(BIAS.energy(theta), abs=1e-9)
+
+
+def test_biased_context_adds_each_dihedrals_bias(system):
+    other = FourierBias((-1.0, 0.0, 2.0), (0.5, 0.0, 0.0))
+    biased = langevin_context(system, "Reference", forces=bias_forces(system, {"phi": BIAS, "psi": other}))
+    plain = langevin_context(system, "Reference")
+    xyz = system.positions + np.random.default_rng(2).normal(scale=0.02, size=system.positions.shape)
+    energies = []
+    for context in (biased, plain):
+        context.setPositions(xyz)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    cvs = {k: v.item() for k, v in system.collective_variables(torch.from_numpy(xyz)[None]).items()}
+    assert energies[0] - energies[1] == pytest.approx(BIAS.energy(cvs["phi"]) + other.energy(cvs["psi"]), abs=1e-6)
 
 
 def test_fit_of_a_fourier_profile_is_exact():
@@ -56,7 +71,7 @@ def test_reweighted_draws_of_the_biased_density_give_the_quadrature_answer():
     system = SimpleNamespace(states={"negative": State("negative", {"phi": (-math.pi, 0.0)}),
                                      "positive": State("positive", {"phi": (0.0, math.pi)})})
     cvs = {"phi": draws}
-    populations, delta = repeat_free_energies(system, cvs, log_weights(cvs, ["phi"], bias, kT))
+    populations, delta = repeat_free_energies(system, cvs, log_weights(cvs, {"phi": bias}, kT))
     assert exact < 0.05 and populations["positive"] == pytest.approx(exact, rel=0.03)
     assert delta["negative -> positive"] == pytest.approx(math.log((1 - exact) / exact), abs=0.03)
 
@@ -76,14 +91,14 @@ def test_run_resumes_and_refuses_other_settings(system, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_biased(system, ["phi"], BIAS, ns=4e-5, out=path, seed=3, sample_interval=10, checkpoint_frames=2,
+        run_biased(system, {"phi": BIAS}, ns=4e-5, out=path, seed=3, sample_interval=10, checkpoint_frames=2,
                    progress=interrupt)
     assert len(load_frames(path)[1]) == 2
-    run_biased(system, ["phi"], BIAS, ns=4e-5, out=path, seed=3, sample_interval=10, checkpoint_frames=2)
+    run_biased(system, {"phi": BIAS}, ns=4e-5, out=path, seed=3, sample_interval=10, checkpoint_frames=2)
     cvs, time, wall = load_frames(path)
     np.testing.assert_allclose(time, 0.01 * np.arange(1, 5))
     assert set(cvs) == {"phi", "psi"} and len(cvs["phi"]) == 4 and wall > 0
     with pytest.raises(BoltzflowError, match="other settings"):
-        run_biased(system, ["phi"], BIAS, ns=4e-5, out=path, seed=4, sample_interval=10)
+        run_biased(system, {"phi": BIAS}, ns=4e-5, out=path, seed=4, sample_interval=10)
     with pytest.raises(BoltzflowError, match="named dihedrals"):
-        run_biased(system, ["chi"], BIAS, ns=4e-5, out=path)
+        run_biased(system, {"chi": BIAS}, ns=4e-5, out=path)
