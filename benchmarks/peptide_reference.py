@@ -17,8 +17,8 @@ Resumable: rerun the same command to continue (each repeat checkpoints every
 ``boltzflow/runs/shipped/<system>/free_energies.json``, ready to ship) and ``summary.json``
 (populations, halves, transitions, ESS, cost).
 
-    python benchmarks/peptide_reference.py --system alanine-tetrapeptide-hbonds \\
-        --profile phi-umbrella/pmf.csv --scale 0.8 --ns 4 --repeats 4 --out refs/tetra-hb --markdown
+    python benchmarks/peptide_reference.py --system alanine-tetrapeptide-hbonds --profile phi-umbrella/pmf.csv \\
+        --scale 1 --floor 3.5 --order 12 --ns 1.2 --repeats 4 --out refs/tetra-hb --markdown
 """
 
 from __future__ import annotations
