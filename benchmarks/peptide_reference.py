@@ -8,7 +8,8 @@ umbrella DIPEPTIDE --cv phi``, zero at its minimum), λ = ``--scale``, h = ``--f
 the other frames are reweighted by exp(+Σᵢ b(φᵢ)/kT). Per repeat: every state's population
 and ΔF of the report's pairs (each disjoint group's first state in system.toml order to every
 later one), the same from the first and the second half of the repeat, the Kish ESS of the
-weights and each φ's committed crossings between φ < 0 and φ > 0. Over repeats: mean ± s.e.
+weights, each φ's committed crossings between φ < 0 and φ > 0 and the weight of frames with
+every residue in αR (a helical turn) or every residue in C7eq/β. Over repeats: mean ± s.e.
 with a Student-t interval.
 
 Resumable: rerun the same command to continue (each repeat checkpoints every
@@ -34,6 +35,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from boltzflow.analysis.mbar import repeat_estimate
 from boltzflow.io import atomic_path
@@ -46,6 +48,18 @@ def read_profile(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """θ (rad) and F (kT) from an umbrella pmf.csv (columns cv_deg, cv_rad, free_energy_kT, …)."""
     table = np.atleast_2d(np.loadtxt(path, delimiter=",", comments="#"))
     return table[:, 1], table[:, 2]
+
+
+def every_residue_in(system, cvs: dict, log_w: np.ndarray, kind: str) -> float:
+    """Reweighted fraction of frames with every residue in state ``kind`` (e.g. "alphaR": the
+    states alphaR1, alphaR2, …): a helical turn, or all extended."""
+    tensors = {name: torch.from_numpy(np.asarray(v, float)) for name, v in cvs.items()}
+    inside = np.ones(len(log_w), bool)
+    for name, state in system.states.items():
+        if name.rstrip("0123456789") == kind:
+            inside &= state.contains(tensors).numpy()
+    w = np.exp(log_w - log_w.max())
+    return float(w[inside].sum() / w.sum())
 
 
 def analyse_repeat(system, path: Path, biases: dict, equilibration_ns: float) -> dict:
@@ -62,7 +76,8 @@ def analyse_repeat(system, path: Path, biases: dict, equilibration_ns: float) ->
     return {"frames": int(keep.sum()), "simulated_ns": float(time[-1]) / 1e3, "wall_seconds": wall,
             "kish_ess": float(w.sum() ** 2 / (w ** 2).sum() / len(w)), "populations": populations, "delta_f": delta,
             "first_half": halves[0], "second_half": halves[1],
-            "transitions": {name: transitions(cvs[name]) for name in biases if name.startswith("phi")}}
+            "transitions": {name: transitions(cvs[name]) for name in biases if name.startswith("phi")},
+            "every_residue": {kind: every_residue_in(system, cvs, log_w, kind) for kind in ("alphaR", "C7eq_beta")}}
 
 
 def estimate(values: list) -> dict:
@@ -120,12 +135,13 @@ def markdown(free: dict, summary: dict) -> str:
         lines.append(f"| {state} | {100 * e['value']:.3f}% ± {100 * e['error']:.3f}% "
                      f"[{100 * e['low']:.3f}, {100 * e['high']:.3f}] |")
     rows = summary["repeats"]
-    lines += ["", "| repeat | ns | wall | Kish ESS of the weights | crossings φ<0 ↔ φ>0 per dihedral |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| repeat | ns | wall | Kish ESS of the weights | crossings φ<0 ↔ φ>0 per dihedral "
+              "| every residue αR / C7eq-β (reweighted) |", "|---|---|---|---|---|---|"]
     for i, r in enumerate(rows):
         crossings = ", ".join(f"{k} {v}" for k, v in r["transitions"].items())
         lines.append(f"| {i} | {r['simulated_ns']:.2f} | {r['wall_seconds'] / 60:.1f} min | {100 * r['kish_ess']:.1f}% "
-                     f"| {crossings} |")
+                     f"| {crossings} | {100 * r['every_residue']['alphaR']:.1f}% / "
+                     f"{100 * r['every_residue']['C7eq_beta']:.1f}% |")
     return "\n".join(lines)
 
 
