@@ -4,6 +4,7 @@ Each biased dihedral θᵢ carries a periodic function bᵢ(θ) (kJ/mol), a Four
 function may serve several dihedrals (e.g. every residue's φ of a peptide): the biased
 potential is U(x) + Σᵢ bᵢ(θᵢ(x)). A frame's weight in the unbiased ensemble is
 exp(+Σᵢ bᵢ(θᵢ)/kT).
+
 ``FourierBias.from_profile`` builds b = −λ·kT·max(F − h, 0) from a free-energy profile F(θ)
 (kT, zero at its minimum; e.g. an umbrella PMF of alanine dipeptide's φ), which lowers the
 barriers by the fraction λ of their height above h, so that every biased dihedral crosses
@@ -55,7 +56,7 @@ class FourierBias:
         theta, free_energy = np.asarray(theta, float), np.asarray(free_energy, float)
         keep = np.isfinite(free_energy)
         if keep.sum() < 2 * order + 1:
-            raise BoltzflowError(f"a profile of {keep.sum()} finite bins cannot fix a Fourier series of order {order}")
+            raise BoltzflowError(f"a profile of {keep.sum()} finite bins cannot determine a Fourier series of order {order}")
         basis = _basis(theta[keep], order)
         excess = np.maximum(free_energy[keep] - free_energy[keep].min() - floor, 0.0)
         target = -scale * kT * (excess - excess.mean())
