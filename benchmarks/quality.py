@@ -8,8 +8,10 @@ over seeds:
 - cost: target evaluations and wall time of training (threads as the run had them);
 - Kish ESS without weight clipping, and PSIS k̂ next to it;
 - the reweighted φ > 0 population and ΔF(φ < 0 → φ > 0) with its bootstrap interval;
-- against ``--reference`` (an umbrella folder of ``boltzflow umbrella``): ΔF − ΔF_ref and, for a
-  2-D (φ, ψ) folder, the total variation of the reweighted Ramachandran histogram;
+- against ``--reference`` (an umbrella folder of ``boltzflow umbrella``; by default the system's
+  shipped reference, ``boltzflow/runs/shipped/<system>/``, when it has one): ΔF − ΔF_ref (every
+  residue's φ < 0 → φ > 0 for a longer peptide) and, for a 2-D (φ, ψ) folder, the total
+  variation of the reweighted Ramachandran histogram;
 - with ``--ais K``: the same for samples corrected by annealed importance sampling (K levels,
   HMC with 3 leapfrog steps, as ``boltzflow sample --ais K --ais-leapfrog 3``), written to
   ``RUN/ais-K.h5`` (kept: a later call judges that file again), with its cost per sample;
@@ -27,6 +29,8 @@ import statistics
 from pathlib import Path
 
 from boltzflow.runs import free_energy_report, load_reference, samples_for
+from boltzflow.runs.references import shipped_reference
+from boltzflow.systems import load_system
 from boltzflow.io import read_attributes
 from boltzflow.runs import write_samples
 from boltzflow.training.config import resolve_config
@@ -59,7 +63,11 @@ def quality(drawn, reference=None, prefix: str = "") -> dict:
     if len(residues) > 1:
         row["phi_positive_by_residue"] = [report.populations[f"phi{r}_positive"].value for r in residues]
     if reference is not None and report.comparison is not None:
-        row["delta_f_minus_reference"] = report.comparison.delta_f_difference.get(first)
+        difference = report.comparison.delta_f_difference
+        row["delta_f_minus_reference"] = difference.get(first)
+        if len(residues) > 1:
+            row["delta_f_minus_reference_by_residue"] = [difference.get(f"phi{r}_negative -> phi{r}_positive")
+                                                         for r in residues]
         plane = report.comparison.ramachandran
         row["ramachandran_tv"] = None if plane is None else plane["total_variation"]
     return {prefix + key: value for key, value in row.items()}
@@ -92,24 +100,21 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--set", dest="assignments", action="append", default=[], help="extra KEY=VALUE")
     parser.add_argument("--samples", type=int, default=100_000, help="fresh samples to judge each run on")
-    parser.add_argument("--reference", type=Path, help="umbrella folder to compare ΔF with")
+    parser.add_argument("--reference", type=Path,
+                        help="umbrella folder to compare ΔF with; default the system's shipped reference, if any")
     parser.add_argument("--ais", type=int, default=0, help="also judge AIS-corrected samples with this many levels")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"))
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
-    system = None
+    system = load_system(args.system)
+    reference = shipped_reference(system) if args.reference is None else load_reference(args.reference, system)
+    print(f"reference: {'none' if reference is None else reference.path}", flush=True)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         config = resolve_config(args.system, args.preset, options={"seed": seed}, assignments=args.assignments)
         run_dir = args.out / f"{args.preset}-seed{seed}"
         if not (run_dir / "model.pt").is_file():
             train(config, run_dir, resume=True)
-        reference = None
-        if args.reference is not None:
-            if system is None:
-                from boltzflow.systems import load_system
-                system = load_system(args.system)
-            reference = load_reference(args.reference, system)
         rows.append(judge(run_dir, args.samples, 10_000 + seed, reference, args.ais))
         print(json.dumps(rows[-1]), flush=True)
     if args.markdown:
@@ -136,13 +141,18 @@ def table(rows: list[dict], preset: str, system: str) -> str:
     return "\n".join(lines)
 
 
+def _differences(r: dict) -> str:
+    """ΔF − reference (kT) of the first residue, or of every residue (" / "), "–" where none."""
+    values = r.get("delta_f_minus_reference_by_residue", [r.get("delta_f_minus_reference")])
+    return " / ".join("–" if d is None else f"{d:+.2f}" for d in values) + ("" if values == [None] else " kT")
+
+
 def _line(name: str, cost: str, wall: str, r: dict) -> str:
     low, high = r["delta_f_interval"] or (float("nan"), float("nan"))
     delta = float("nan") if r["delta_f"] is None else r["delta_f"]
-    diff = r.get("delta_f_minus_reference")
     populations = " / ".join(f"{100 * p:.3f}%" for p in r.get("phi_positive_by_residue", [r["phi_positive"]]))
     return (f"| {name} | {cost} | {wall} | {100 * r['ess']:.1f}% | {r['khat']:.2f} | {populations} | "
-            f"{delta:.2f} ({low:.2f}–{high:.2f}) kT | " + ("–" if diff is None else f"{diff:+.2f} kT") + " | "
+            f"{delta:.2f} ({low:.2f}–{high:.2f}) kT | " + _differences(r) + " | "
             + ("–" if r.get("ramachandran_tv") is None else f"{r['ramachandran_tv']:.3f}") + " |")
 
 

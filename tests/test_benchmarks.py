@@ -117,6 +117,29 @@ def test_umbrella_halves_runs_at_toy_size(tmp_path, capsys):
     assert "| phi_negative → phi_positive |" in capsys.readouterr().out
 
 
+def test_peptide_reference_runs_at_toy_size_and_reads_as_a_reference(tmp_path, capsys):
+    import numpy as np
+
+    from boltzflow.runs.references import load_reference
+    from boltzflow.systems import load_system
+
+    theta = np.linspace(-np.pi, np.pi, 24, endpoint=False)
+    np.savetxt(tmp_path / "pmf.csv", np.column_stack([np.degrees(theta), theta, 2 - 2 * np.cos(theta + 1.4)]),
+               delimiter=",", header="cv_deg,cv_rad,free_energy_kT")
+    argv = ["--system", "alanine-dipeptide-vacuum", "--profile", str(tmp_path / "pmf.csv"), "--order", "2",
+            "--ns", "0.0004", "--equilibration-ns", "0.0001", "--repeats", "2", "--sample-interval", "10",
+            "--out", str(tmp_path / "ref"), "--markdown"]
+    free = load("peptide_reference").main(argv)
+    assert free["per_repeat_delta_f"].keys() == free["delta_f"].keys() == {
+        "phi_negative -> phi_positive", "C7eq_beta -> alphaR", "C7eq_beta -> alphaL_C7ax"}
+    assert free["delta_f"]["C7eq_beta -> alphaR"]["n"] + free["delta_f"]["C7eq_beta -> alphaR"]["n_excluded"] == 2
+    summary = json.loads((tmp_path / "ref" / "summary.json").read_text())
+    assert [r["frames"] for r in summary["repeats"]] == [30, 30] and summary["settings"]["cv"] == "phi"
+    reference = load_reference(tmp_path / "ref", load_system("alanine-dipeptide-vacuum"))
+    assert reference.delta_f.keys() == free["delta_f"].keys()
+    assert "| phi_negative -> phi_positive |" in capsys.readouterr().out
+
+
 def test_gpu_check_runs_every_stage_tiny_on_the_cpu(tmp_path, capsys):
     bench = load("gpu_check")
     out = tmp_path / "check"

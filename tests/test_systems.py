@@ -1,6 +1,7 @@
 """Loading systems: shipped names, user folders and TOML files, and the promised errors."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import openmm.unit as unit
@@ -8,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from boltzflow import runs
 from boltzflow.cli.app import app
 from boltzflow.errors import BoltzflowError
 from boltzflow.systems import SystemFileError, available_systems, load_system
@@ -219,3 +221,17 @@ def test_constrained_bonds_leave_the_bond_force_and_keep_every_other_energy_term
     lengths = np.linalg.norm(moved[pairs[:, 0]] - moved[pairs[:, 1]], axis=1)
     np.testing.assert_allclose(lengths, [d for *_, d in constrained.constrained_bonds], rtol=2e-5)
     assert np.abs(moved - constrained.positions).max() > 1e-3   # it did move
+
+
+@pytest.mark.parametrize("folder", sorted((Path(runs.__file__).parent / "shipped").iterdir()), ids=lambda p: p.name)
+def test_shipped_reference_gives_every_pair_the_report_forms(folder):
+    """A shipped free_energies.json belongs to a shipped system and holds ΔF, with a finite
+    interval from independent repeats, of exactly the pairs the report compares."""
+    from boltzflow.runs.report import state_pairs
+    from boltzflow.runs.references import shipped_reference
+
+    system = load_system(folder.name)
+    reference = shipped_reference(system)
+    pairs = state_pairs(system, dict.fromkeys(system.states, 1.0))
+    assert list(reference.delta_f) == [f"{a} -> {b}" for a, b in pairs]
+    assert all(e.n >= 4 and e.low < e.value < e.high for e in reference.delta_f.values())
