@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import boltzflow.runs
+
 from boltzflow.cli.app import app
 from boltzflow.errors import BoltzflowError
 from boltzflow.io import read_toml, write_toml
@@ -98,3 +100,14 @@ def test_the_benchmark_table_reads_the_file(run_dir, capsys):
     assert rows[0]["levels"] == LEVELS and 0 < rows[0]["ess_ais"] <= 1 and 0 < rows[0]["ess_flow"] <= 1
     assert rows[0]["gradient_evaluations"] == LEVELS * 3 and rows[0]["ms_per_sample"] > 0
     assert "| hmc K=3 L=2, curvature | 96 | 9 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, batch", [([], 8192), (["--ais", "2"], 1024), (["--ais", "2", "--batch-size", "50"], 50)])
+def test_batches_are_smaller_with_ais_so_progress_keeps_coming(tmp_path_factory, tmp_path, monkeypatch, options,
+                                                               batch):
+    """An AIS sample costs levels × leapfrog gradients: its default batch is 1024, not 8192."""
+    seen = []
+    monkeypatch.setattr(boltzflow.runs, "write_samples", lambda *args, batch_size, **kw: seen.append(batch_size))
+    runner.invoke(app, ["sample", str(tiny_run(tmp_path_factory)), "-n", "8", "--out", str(tmp_path / "s.h5"),
+                        *options])
+    assert seen == [batch]
