@@ -10,7 +10,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.table import Table
@@ -23,15 +23,22 @@ AIS_BATCH = 1024
 
 
 @contextmanager
-def _sigterm_exits() -> Iterator[None]:
-    """SIGTERM raises SystemExit (143), so temporary files are removed on the way out."""
+def _sigterm_exits() -> Iterator[Callable[[], None]]:
+    """SIGTERM ends the command with SystemExit (143) at the next ``check()`` (called between
+    batches), so temporary files are removed on the way out. Raising in the handler itself could
+    interrupt h5py inside a write, and such a process was once seen to hang instead of exiting."""
+    received: list = []
 
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        received.append(signum)
+
+    def check() -> None:
+        if received:
+            raise SystemExit(128 + received[0])
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        yield
+        yield check
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -124,16 +131,19 @@ def sample(
         then = "nothing was written; free space or make it writable, then run the same command"
         log_warmup, log_sampling = LogLines(console), LogLines(console)  # each phase's first line at once
         first = "sampling" if correction is None else "AIS warm-up"
-        with progress_bar(first, console, total=max(n, ais_warmup)) as bar, _sigterm_exits(), storage_errors(out, then):
+        with (progress_bar(first, console, total=max(n, ais_warmup)) as bar, _sigterm_exits() as check_stop,
+              storage_errors(out, then)):
             warming = bar.add_task("AIS warm-up", total=ais_warmup) if correction is not None else None
             task = bar.add_task("sampling", total=n)
 
             def warmup_progress(done: int, total: int) -> None:
+                check_stop()
                 bar.update(warming, completed=done)
                 log_warmup(f"AIS warm-up: batch {done}/{total}, {time.perf_counter() - started:.0f} s",
                            last=done == total)
 
             def progress(done: int, total: int) -> None:
+                check_stop()
                 bar.update(task, completed=done)
                 log_sampling(f"sampling: {done:,}/{total:,} samples, {time.perf_counter() - started:.0f} s",
                              last=done == total)
