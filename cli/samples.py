@@ -27,20 +27,16 @@ def _sigterm_exits() -> Iterator[Callable[[], None]]:
     """SIGTERM ends the command with SystemExit (143) at the next ``check()`` (called between
     batches), so temporary files are removed on the way out. Raising in the handler itself could
     interrupt h5py inside a write, and such a process was once seen to hang instead of exiting."""
-    received: list = []
+    from boltzflow.training.trainer import on_stop_signals
 
-    def stop(signum, frame):
-        received.append(signum)
+    received: list = []
 
     def check() -> None:
         if received:
-            raise SystemExit(128 + received[0])
+            raise SystemExit(128 + signal.Signals[received[0]])
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
+    with on_stop_signals(received.append, signals=(signal.SIGTERM,)):
         yield check
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def sample(

@@ -129,11 +129,14 @@ class DataAndReverseKL:
         self.batch, self.weight, self.first_steps = batch, weight, first_steps
 
     def __call__(self, step: int) -> tuple[Tensor, dict]:
-        nll, stats = forward_kl(self.flow, minibatch(self.data, self.batch))
-        stats = {"nll": nll.item(), **stats}
+        if step < self.first_steps or self.weight:
+            nll, stats = forward_kl(self.flow, minibatch(self.data, self.batch))
+            stats = {"nll": nll.item(), **stats}
         if step < self.first_steps:
             return nll, stats
         loss, rkl_stats = self.rkl(step)
+        if not self.weight:  # data only in the first steps
+            return loss, rkl_stats
         excluded = stats.pop("excluded") + rkl_stats.pop("excluded")
         return loss + self.weight * nll, {**rkl_stats, **stats, "excluded": excluded}
 

@@ -189,12 +189,12 @@ class Schedule:
 
 
 @contextmanager
-def on_stop_signals(handle: Callable[[str], None]) -> Iterator[None]:
-    """Call ``handle(signal name)`` on SIGTERM, SIGINT and SIGUSR1 for the duration (main
-    thread only; elsewhere the handlers are left alone); the previous handlers come back after."""
+def on_stop_signals(handle: Callable[[str], None], signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
+    """Call ``handle(signal name)`` on ``signals`` (SIGTERM, SIGINT and SIGUSR1) for the duration
+    (main thread only; elsewhere the handlers are left alone); the previous handlers come back after."""
     try:
         previous = {s: signal.signal(s, lambda number, frame: handle(signal.Signals(number).name))
-                    for s in STOP_SIGNALS}
+                    for s in signals}
     except ValueError:  # not the main thread
         previous = {}
     try:

@@ -176,6 +176,9 @@ def test_data_keeps_the_well_that_reverse_kl_alone_drops(tmp_path):
     for step in range(100):
         loss(step)
     assert calls == []
+    data_first_only = DataAndReverseKL(lambda step: reverse_kl(flow, log_p, 8), flow, data, 8, weight=0.0, first_steps=1)
+    assert "nll" in data_first_only(0)[1] and "nll" not in data_first_only(1)[1]   # weight 0: no data after step 0
+    calls.clear()
     train(flow, loss, tmp_path)
     x, log_w = flow_estimate(flow, log_p)
     assert (x[:, 0] < 0).float().mean() > 0.05
